@@ -1,0 +1,32 @@
+# `make run` runs the whole pipeline on the embedded default; `make test` runs every test.
+# Both create (or reuse) .venv at the repo root and install the pinned dependencies.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast repro clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline
+
+test: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
+
+test-fast: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not slow"
+
+repro: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
+
+clean:
+	rm -rf data models publish reports .work dvc.lock mlflow.db mlartifacts .prefect

@@ -1,0 +1,228 @@
+"""params.yaml, typed and validated once.
+
+params.yaml holds one switch, `profile`, and one block per profile; each block
+has a section per stage. A stage reads only its own section of the active
+profile (`load_profile().train`), and dvc.yaml lists only that section
+(`${profile}.train`), so editing an inactive profile re-runs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = REPO_ROOT / "params.yaml"
+PROMPT_FILE = REPO_ROOT / "prompt.txt"
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VisionParams(Section):
+    """Pixel limits of the image processor (MIN_PIXELS / MAX_PIXELS), shared by every stage."""
+
+    min_pixels: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VisionParams:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+
+class SyntheticDataParams(Section):
+    rows: int = Field(ge=8)
+    seed: int = 0
+
+
+class HubDatasetParams(Section):
+    repo_id: str
+    revision: str
+    local_mirror: str | None = None
+
+
+class DownloadParams(Section):
+    source: Literal["synthetic", "hub"]
+    synthetic: SyntheticDataParams | None = None
+    hub: HubDatasetParams | None = None
+
+    @model_validator(mode="after")
+    def _source_has_settings(self) -> DownloadParams:
+        if getattr(self, self.source) is None:
+            raise ValueError(f"source '{self.source}' needs a '{self.source}:' block")
+        return self
+
+
+class TinyModelParams(Section):
+    seed: int = 0
+    hidden_size: int = Field(ge=8)
+    num_layers: int = Field(ge=1)
+    bpe_vocab_size: int = Field(ge=300)
+
+
+class BaseModelParams(Section):
+    source: Literal["tiny", "hub"]
+    tiny: TinyModelParams | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _source_has_settings(self) -> BaseModelParams:
+        if self.source == "tiny" and self.tiny is None:
+            raise ValueError("source 'tiny' needs a 'tiny:' block")
+        if self.source == "hub" and not (self.repo_id and self.revision):
+            raise ValueError("source 'hub' needs repo_id and revision")
+        return self
+
+
+class BenchmarkSpec(Section):
+    name: str
+    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "official"]
+    questions: int = Field(default=0, ge=0)
+    seed: int = 0
+
+
+class BenchmarksParams(Section):
+    items: list[BenchmarkSpec] = Field(min_length=1)
+    # Where official TSVs already lie (VLMEvalKit's LMUData layout); none: VLMEvalKit downloads.
+    mirror: str | None = None
+
+
+class FieldMap(Section):
+    """Raw column names of the downloaded table."""
+
+    image: str = "image"
+    question: str = "question"
+    answers: str = "answer"
+    caption: str = "caption"
+    boxes: str = "bbox"
+    width: str | None = "width"
+    height: str | None = "height"
+
+
+class PreprocessParams(Section):
+    table_glob: str = "**/*.jsonl"
+    fields: FieldMap = FieldMap()
+    val_fraction: float = Field(ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+Scalar = str | int | float | bool
+
+
+class TrainParams(Section):
+    nproc_per_node: int = Field(ge=1)
+    reward_funcs: list[
+        Literal["external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"]
+    ] = Field(min_length=1)
+    reward_mode: Literal["corrected", "paper"] = "corrected"
+    tuner_type: Literal["full", "lora"]
+    target_modules: str = "all-linear"
+    torch_dtype: Literal["float32", "bfloat16", "float16"]
+    max_length: int = Field(gt=0)
+    max_completion_length: int = Field(gt=0)
+    num_train_epochs: float = Field(gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(ge=1)
+    per_device_eval_batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    gradient_accumulation_steps: int = Field(ge=1)
+    eval_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=1)
+    save_total_limit: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    warmup_ratio: float = Field(ge=0, le=1)
+    dataloader_num_workers: int = Field(ge=0)
+    num_generations: int = Field(ge=2)
+    temperature: float = Field(gt=0)
+    log_completions: bool = True
+    seed: int = 42
+    # Further ms-swift arguments passed through verbatim (top_p, beta, deepspeed, ...).
+    extra_args: dict[str, Scalar | list[Scalar]] = {}
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(gt=0)
+    # The official SATORI evaluation appends this to every question (FACTS.md).
+    satori_instruction: bool = True
+    min_pixels: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class PublishParams(Section):
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = True
+
+    @model_validator(mode="after")
+    def _push_needs_repo(self) -> PublishParams:
+        if self.push and not self.repo_id:
+            raise ValueError("push: true needs repo_id")
+        return self
+
+
+class Profile(Section):
+    vision: VisionParams
+    download: DownloadParams
+    base_model: BaseModelParams
+    benchmarks: BenchmarksParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    publish: PublishParams
+    mlflow_experiment: str
+
+
+def _format_errors(profile: str, err: ValidationError) -> str:
+    lines = [f"params.yaml: profile '{profile}' is invalid:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in (profile, *e["loc"]))
+        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} does not exist") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping with a 'profile' key")
+    return raw
+
+
+def profile_names(raw: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in raw.items() if k != "profile" and isinstance(v, dict))
+
+
+def load_profile(path: Path = PARAMS_FILE, name: str | None = None) -> tuple[str, Profile]:
+    """The active (or named) profile of params.yaml, validated; raises ParamsError naming the bad key."""
+    raw = read_params(path)
+    allowed = profile_names(raw)
+    name = name if name is not None else raw.get("profile")
+    if name not in allowed:
+        raise ParamsError(f"params.yaml: profile: {name!r} is not one of the defined profiles {allowed}")
+    try:
+        profile = Profile.model_validate(raw[name])
+    except ValidationError as err:
+        raise ParamsError(_format_errors(name, err)) from None
+    if name == "tiny" and profile.publish.push:
+        raise ParamsError("params.yaml: tiny.publish.push: the embedded default never pushes to the Hub")
+    return name, profile
+
+
+def system_prompt() -> str:
+    return PROMPT_FILE.read_text(encoding="utf-8")

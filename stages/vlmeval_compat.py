@@ -1,0 +1,44 @@
+"""Importing VLMEvalKit (PyPI ms-vlmeval 0.0.19) on transformers 5.
+
+`import vlmeval` imports ~100 model modules and sets an unverified SSL
+context process-wide, so only the evaluate and download stages import it,
+through this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def import_vlmeval():
+    """vlmeval, with the transformers 5 shim applied first."""
+    import transformers
+
+    # vlmeval 0.0.19 imports AutoModelForVision2Seq, which transformers 5 removed;
+    # AutoModelForImageTextToText is its replacement (same model classes).
+    if not hasattr(transformers, "AutoModelForVision2Seq"):
+        transformers.AutoModelForVision2Seq = transformers.AutoModelForImageTextToText
+    import vlmeval
+
+    return vlmeval
+
+
+def set_data_root(data_root: Path) -> None:
+    """VLMEvalKit reads TSVs from $LMUData, but only when that folder exists."""
+    data_root.mkdir(parents=True, exist_ok=True)
+    os.environ["LMUData"] = str(data_root.resolve())
+
+
+def build_vlmeval_dataset(name: str, data_root: Path):
+    """VLMEvalKit's dataset object for `name`, its TSV read from (or downloaded into) data_root."""
+    set_data_root(data_root)
+    import_vlmeval()
+    from vlmeval.dataset import build_dataset
+
+    dataset = build_dataset(name)
+    if dataset is None:
+        raise FileNotFoundError(
+            f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}"
+        )
+    return dataset
