@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 PROMPT_FILE = REPO_ROOT / "prompt.txt"
+# Qwen2.5-VL: 14-pixel patches merged 2x2, so one image token per 28x28 pixels.
+IMAGE_FACTOR = 28
 
 
 class ParamsError(ValueError):
@@ -38,6 +40,13 @@ class VisionParams(Section):
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         return self
+
+    def seen_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an image as the model sees it, after the processor's smart_resize."""
+        from qwen_vl_utils import smart_resize
+
+        seen_h, seen_w = smart_resize(height, width, IMAGE_FACTOR, self.min_pixels, self.max_pixels)
+        return seen_w, seen_h
 
 
 class SyntheticDataParams(Section):
@@ -68,6 +77,11 @@ class TinyModelParams(Section):
     hidden_size: int = Field(ge=8)
     num_layers: int = Field(ge=1)
     bpe_vocab_size: int = Field(ge=300)
+    # Teacher-forced steps on synthetic SATORI answers before the model is saved (0: purely random).
+    warmup_steps: int = Field(default=0, ge=0)
+    warmup_examples: int = Field(default=512, ge=1)
+    warmup_batch_size: int = Field(default=8, ge=1)
+    warmup_lr: float = Field(default=1e-2, gt=0)
 
 
 class BaseModelParams(Section):
@@ -224,5 +238,14 @@ def load_profile(path: Path = PARAMS_FILE, name: str | None = None) -> tuple[str
     return name, profile
 
 
+# Appended to every question by the official SATORI evaluation (an evaluation input, quoted exactly).
+SATORI_INSTRUCTION = (
+    " \nFirst, provide an image caption describing the overall scene inside <caption> </caption>. "
+    "Then, output the list of bounding boxes in the format of [[x1,y1,x2,y2], ...] inside <bbox> </bbox>. "
+    "Finally, give the final answer in <answer> </answer>."
+)
+
+
 def system_prompt() -> str:
+    """prompt.txt, the system prompt SATORI-3B was trained with (a training input: used verbatim)."""
     return PROMPT_FILE.read_text(encoding="utf-8")

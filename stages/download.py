@@ -96,8 +96,8 @@ def download_base_model(profile: Profile) -> None:
     params = profile.base_model
     with atomic_dir(BASE_MODEL_DIR) as out:
         if params.source == "tiny":
-            tiny = params.tiny
-            build_tiny_model(
+            tiny, vision = params.tiny, profile.vision
+            losses = build_tiny_model(
                 out,
                 seed=tiny.seed,
                 hidden_size=tiny.hidden_size,
@@ -106,7 +106,12 @@ def download_base_model(profile: Profile) -> None:
                 min_pixels=profile.vision.min_pixels,
                 max_pixels=profile.vision.max_pixels,
                 corpus=synthetic.tokenizer_corpus(),
+                warmup_examples=synthetic.warmup_examples(tiny.warmup_examples, tiny.seed, vision.seen_size),
+                warmup_steps=tiny.warmup_steps,
+                warmup_batch_size=tiny.warmup_batch_size,
+                warmup_lr=tiny.warmup_lr,
             )
+            tracking.log_metrics({"tiny_model.warmup_final_loss": losses[-1]} if losses else {})
             write_source(out, repo_id="tiny-qwen2.5-vl", revision=f"seed-{tiny.seed}", commit=None)
         else:
             commit = hub_snapshot(params.repo_id, params.revision, "model", out, None)

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from stages import tracking
-from stages.config import REPO_ROOT, FieldMap, PreprocessParams, TrainParams, VisionParams, load_profile, system_prompt
+from stages.config import IMAGE_FACTOR, REPO_ROOT, FieldMap, PreprocessParams, TrainParams, VisionParams, load_profile, system_prompt
 from stages.download import BASE_MODEL_DIR, RAW_DIR, atomic_dir
 
 PROCESSED_DIR = REPO_ROOT / "data" / "processed"
 METRICS_FILE = REPO_ROOT / "reports" / "preprocess.json"
-IMAGE_FACTOR = 28  # patch 14 x spatial merge 2: one image token per 28x28 pixels
 # Boxes may overhang the image by this many pixels (annotation rounding); they are clipped.
 BOX_TOLERANCE_PX = 2.0
 
@@ -132,10 +131,8 @@ class RowChecker:
         return boxes, clipped
 
     def _check_tokens(self, question: str, width: int, height: int) -> None:
-        from qwen_vl_utils import smart_resize
-
         try:
-            h, w = smart_resize(height, width, IMAGE_FACTOR, self.vision.min_pixels, self.vision.max_pixels)
+            w, h = self.vision.seen_size(width, height)
         except ValueError as err:  # aspect ratio beyond what the processor accepts
             raise Rejected("image_aspect_ratio", str(err)) from None
         needed = (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR) + self.prompt_tokens(question)

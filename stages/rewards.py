@@ -21,10 +21,11 @@ from typing import Any
 from qwen_vl_utils import smart_resize
 from swift.rewards import ORM, orms
 
+from stages.config import IMAGE_FACTOR
+
 # qwen-vl-utils' own processor defaults, used when the train stage sets nothing.
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
-IMAGE_FACTOR = 28
 # Model output is untrusted: cap what any parser sees.
 MAX_BLOCK_CHARS = 4096
 MAX_BOXES = 64

@@ -15,14 +15,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from stages.config import SATORI_INSTRUCTION
 from stages.vlmeval_compat import import_vlmeval
 
-# Appended to every question by the official SATORI evaluation (an evaluation input, quoted exactly).
-SATORI_INSTRUCTION = (
-    " \nFirst, provide an image caption describing the overall scene inside <caption> </caption>. "
-    "Then, output the list of bounding boxes in the format of [[x1,y1,x2,y2], ...] inside <bbox> </bbox>. "
-    "Finally, give the final answer in <answer> </answer>."
-)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 

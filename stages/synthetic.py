@@ -197,12 +197,50 @@ def write_benchmark_tsv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def tokenizer_corpus(rows: int = 200, seed: int = 12345) -> list[str]:
-    """Texts the tiny tokenizer's BPE is trained on: the words the synthetic data uses."""
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(rows):
+def mcq_prompt(question: str, options: list[str]) -> str:
+    """A multiple-choice question laid out as VLMEvalKit's ImageMCQDataset.build_prompt lays it out."""
+    listed = "".join(f"{letter}. {option}\n" for letter, option in zip(OPTION_LETTERS, options))
+    return f"Question: {question}\nOptions:\n{listed}Please select the correct answer from the options above. \n"
+
+
+def satori_completion(caption: str, boxes: list[list[int]], answer: str) -> str:
+    """A well-formed SATORI answer: caption, boxes, answer."""
+    return f"<caption>{caption}</caption> <bbox>{json.dumps(boxes, separators=(',', ':'))}</bbox> <answer>{answer}</answer>"
+
+
+def warmup_examples(count: int, seed: int, seen_size) -> list[tuple[Image.Image, str, str]]:
+    """(image, user text, target completion) pairs teaching the SATORI format.
+
+    Half are VQA-Verify-style questions, half MMBench-style multiple choice with
+    the official evaluation's instruction appended. Target boxes are in the
+    pixels of the image as the model sees it: `seen_size(w, h) -> (w', h')`.
+    """
+    from stages.config import SATORI_INSTRUCTION
+
+    rng = random.Random(f"warmup-{seed}")  # a stream of its own: no scene shared with the dataset or benchmarks
+    examples = []
+    for i in range(count):
         scene = random_scene(rng)
-        item = vqa_item(rng, scene)
-        texts += [scene.caption(), item["question"], *item["answers"], json.dumps(item["bboxs"])]
+        seen_w, seen_h = seen_size(scene.width, scene.height)
+        sx, sy = seen_w / scene.width, seen_h / scene.height
+        if i % 2 == 0:
+            item = vqa_item(rng, scene)
+            text, answer, boxes = item["question"], item["answers"][0], item["bboxs"]
+        else:
+            target = rng.choice(scene.shapes)
+            options, answer = _options(rng, target.color, sorted(COLORS))
+            text = mcq_prompt(f"What color is the {target.kind}?", options) + SATORI_INSTRUCTION
+            boxes = [list(target.box)]
+        seen_boxes = [[round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)] for x1, y1, x2, y2 in boxes]
+        examples.append((scene.render(), text, satori_completion(scene.caption(), seen_boxes, answer)))
+    return examples
+
+
+def tokenizer_corpus(rows: int = 200, seed: int = 12345) -> list[str]:
+    """Texts the tiny tokenizer's BPE is trained on: the synthetic data's words and the prompts around them."""
+    from stages.config import SATORI_INSTRUCTION, system_prompt
+
+    texts = [system_prompt(), SATORI_INSTRUCTION, mcq_prompt("Which shape is red?", ["a", "b", "c", "d"])]
+    for _, text, target in warmup_examples(rows, seed, lambda w, h: (w, h)):
+        texts += [text, target]
     return texts

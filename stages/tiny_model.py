@@ -9,6 +9,7 @@ they load Qwen/Qwen2.5-VL-3B-Instruct. Only the sizes are small.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -157,8 +158,18 @@ def build_tiny_model(
     min_pixels: int,
     max_pixels: int,
     corpus: list[str],
-) -> Path:
-    """Write a loadable tiny Qwen2.5-VL checkpoint (weights, config, tokenizer, processor) to out_dir."""
+    warmup_examples: list | None = None,
+    warmup_steps: int = 0,
+    warmup_batch_size: int = 8,
+    warmup_lr: float = 3e-3,
+) -> list[float]:
+    """Write a loadable tiny Qwen2.5-VL checkpoint (weights, config, tokenizer, processor) to out_dir.
+
+    With warmup_examples, the random model is first taught the SATORI answer
+    format (see warm_start), so that like a real instruct model it answers in
+    the format some of the time and GRPO's rewards differ between completions.
+    Returns the warm-start losses.
+    """
     from transformers import (
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -178,9 +189,88 @@ def build_tiny_model(
         chat_template=CHAT_TEMPLATE,
     )
     model = Qwen2_5_VLForConditionalGeneration(build_config(hidden_size, num_layers)).to(torch.float32)
+    losses = []
+    if warmup_examples and warmup_steps:
+        losses = warm_start(
+            model, processor, warmup_examples, steps=warmup_steps, batch_size=warmup_batch_size, lr=warmup_lr, seed=seed
+        )
+    processor.tokenizer.padding_side = "left"  # what batched generation wants
     model.generation_config.do_sample = False
     model.generation_config.eos_token_id = [FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID]
     model.generation_config.pad_token_id = FIRST_SPECIAL_ID
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    return out_dir
+    return losses
+
+
+def _train_ids(tokenizer) -> torch.Tensor:
+    """Token ids the tiny model can emit: the trained BPE vocabulary and Qwen's special tokens."""
+    bpe = [i for t, i in tokenizer.get_vocab().items() if i < FIRST_SPECIAL_ID and not t.startswith("<|reserved_")]
+    return torch.tensor(sorted(bpe) + list(range(FIRST_SPECIAL_ID, FIRST_SPECIAL_ID + len(SPECIAL_TOKENS))))
+
+
+def warm_start(model, processor, examples, *, steps: int, batch_size: int, lr: float, seed: int) -> list[float]:
+    """Teach the random model the SATORI answer format by teacher forcing; returns the loss per step.
+
+    Only ~1k of the 151,936 embedding rows are real tokens. The others are set
+    to zero and stay zero (never an input, no weight decay), so their logits are
+    all 0 and their total probability is exactly N * e^0 / Z: the softmax below
+    is exact with those N rows folded into one class of logit log(N), at a
+    thousandth of the cost of the full vocabulary.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    live = _train_ids(processor.tokenizer)
+    embed = model.get_input_embeddings().weight
+    with torch.no_grad():
+        keep = torch.zeros(embed.shape[0], dtype=torch.bool)
+        keep[live] = True
+        embed[~keep] = 0.0
+    folded_logit = math.log(embed.shape[0] - len(live))
+    position_of = torch.full((embed.shape[0],), -1, dtype=torch.long)
+    position_of[live] = torch.arange(len(live))
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    system = _system_prompt()
+    losses = []
+    model.train()
+    for _ in range(steps):
+        picks = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
+        batch = [examples[i] for i in picks]
+        prompts = [_chat_prompt(processor, system, text) for _, text, _ in batch]
+        full = [p + target + "<|im_end|>" for p, (_, _, target) in zip(prompts, batch)]
+        images = [image for image, _, _ in batch]
+        processor.tokenizer.padding_side = "right"
+        inputs = processor(text=full, images=images, padding=True, return_tensors="pt")
+        prompt_lens = [len(processor(text=[p], images=[im]).input_ids[0]) for p, im in zip(prompts, images)]
+        labels = inputs["input_ids"].clone()
+        labels[inputs["attention_mask"] == 0] = -100
+        for row, n in enumerate(prompt_lens):
+            labels[row, :n] = -100
+        hidden = model.model(**inputs).last_hidden_state
+        # Position t predicts token t+1.
+        targets = labels[:, 1:]
+        chosen = targets != -100
+        h = hidden[:, :-1][chosen]
+        logits = h @ embed[live].T
+        logits = torch.cat([logits, torch.full((len(h), 1), folded_logit)], dim=1)
+        loss = torch.nn.functional.cross_entropy(logits, position_of[targets[chosen]])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def _system_prompt() -> str:
+    from stages.config import system_prompt
+
+    return system_prompt()
+
+
+def _chat_prompt(processor, system: str, user_text: str) -> str:
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_text}]},
+    ]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
