@@ -136,9 +136,9 @@ Scalar = str | int | float | bool
 
 class TrainParams(Section):
     nproc_per_node: int = Field(ge=1)
-    reward_funcs: list[
-        Literal["external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"]
-    ] = Field(min_length=1)
+    reward_funcs: list[Literal["external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"]] = (
+        Field(min_length=1)
+    )
     reward_mode: Literal["corrected", "paper"] = "corrected"
     tuner_type: Literal["full", "lora"]
     target_modules: str = "all-linear"

@@ -18,10 +18,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.transient import report_transient
 from stages import synthetic, tracking
 from stages.config import REPO_ROOT, BenchmarksParams, DownloadParams, Profile, load_profile
 from stages.tiny_model import build_tiny_model
+from stages.transient import report_transient
 
 RAW_DIR = REPO_ROOT / "data" / "raw"
 BASE_MODEL_DIR = REPO_ROOT / "models" / "base"

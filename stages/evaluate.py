@@ -46,10 +46,11 @@ def overall_accuracy(acc_table) -> float:
 def evaluate_model(
     label: str, model_dir: Path, benchmarks: BenchmarksParams, params: EvaluateParams, data_root: Path
 ) -> dict[str, Any]:
-    from stages.satori_vlm import SatoriVLM
-    from stages.vlmeval_compat import build_vlmeval_dataset
     from vlmeval.inference import infer_data_job
     from vlmeval.smp import get_pred_file_path
+
+    from stages.satori_vlm import SatoriVLM
+    from stages.vlmeval_compat import build_vlmeval_dataset
 
     model = SatoriVLM(
         model_dir,
@@ -90,7 +91,9 @@ def main() -> None:
         data_root = stage_data_root(BENCHMARK_DIR, WORK_DIR)
         # Readable prediction files (VLMEvalKit's default is xlsx).
         os.environ.setdefault("PRED_FORMAT", "tsv")
-        by_model = {label: evaluate_model(label, path, profile.benchmarks, params, data_root) for label, path in MODELS.items()}
+        by_model = {
+            label: evaluate_model(label, path, profile.benchmarks, params, data_root) for label, path in MODELS.items()
+        }
 
         metrics: dict[str, dict[str, float]] = {}
         for spec in profile.benchmarks.items:

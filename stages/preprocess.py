@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from stages import tracking
-from stages.config import IMAGE_FACTOR, REPO_ROOT, FieldMap, PreprocessParams, TrainParams, VisionParams, load_profile, system_prompt
+from stages.config import (
+    IMAGE_FACTOR,
+    REPO_ROOT,
+    FieldMap,
+    PreprocessParams,
+    TrainParams,
+    VisionParams,
+    load_profile,
+    system_prompt,
+)
 from stages.download import BASE_MODEL_DIR, RAW_DIR, atomic_dir
 
 PROCESSED_DIR = REPO_ROOT / "data" / "processed"
@@ -167,7 +176,7 @@ def prompt_token_counter(model_dir: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # <|im_start|>system\n..<|im_end|>\n<|im_start|>user\n<|vision_start|>..<|vision_end|>..<|im_end|>\n<|im_start|>assistant\n
+    # The chat markup around system prompt and question: im_start/im_end, role names, vision_start/end.
     overhead = len(tokenizer(system_prompt()).input_ids) + 16
     return lambda question: overhead + len(tokenizer(question).input_ids)
 
@@ -211,7 +220,10 @@ def preprocess(
         if kept + rejected != counts["rows_in"]:
             raise RuntimeError(f"row accounting broke: {kept} kept + {rejected} rejected != {counts['rows_in']} in")
         if counts["train"] == 0:
-            raise ValueError(f"no training rows survived preprocessing; see {out_dir / 'rejected.jsonl'}")
+            raise ValueError(
+                f"no training rows survived preprocessing of {counts['rows_in']} rows; "
+                f"rejected by reason: {', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}"
+            )
     return {
         "rows_in": counts["rows_in"],
         "kept": kept,

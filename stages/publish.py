@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
-from stages.transient import report_transient
 from stages import tracking
 from stages.config import PARAMS_FILE, REPO_ROOT, Profile, PublishParams, load_profile, read_params
 from stages.download import BASE_MODEL_DIR, RAW_DIR, atomic_dir, read_source
 from stages.evaluate import METRICS_FILE as EVAL_METRICS_FILE
 from stages.train import TRAINED_DIR
+from stages.transient import report_transient
 
 HUB_DIR = REPO_ROOT / "publish" / "hub"
 METRICS_FILE = REPO_ROOT / "reports" / "publish.json"
@@ -97,7 +97,8 @@ def model_card(
         "## Training",
         "",
         f"- Base model: `{base_id}` (revision `{base_source.get('commit') or base_source.get('revision')}`)",
-        f"- Data: `{data_source.get('repo_id')}` (revision `{data_source.get('commit') or data_source.get('revision')}`)",
+        f"- Data: `{data_source.get('repo_id')}` "
+        f"(revision `{data_source.get('commit') or data_source.get('revision')}`)",
         f"- Rewards: {', '.join(f'`{r}`' for r in train.reward_funcs)} (mode `{train.reward_mode}`)",
         f"- GRPO: {train.num_generations} generations, temperature {train.temperature}, "
         f"learning rate {train.learning_rate}, {train.nproc_per_node} process(es), "

@@ -83,18 +83,25 @@ class SatoriVLM(_base_model_class()):
         return text, images
 
     @torch.inference_mode()
-    def generate_inner(self, message, dataset=None) -> str:
-        text, images = self._chat(message)
+    def _generate_text(self, text: str, images: list[Image.Image]) -> str:
+        """Greedy completion of one chat prompt."""
         inputs = self.processor(text=[text], images=images or None, return_tensors="pt").to(self.device)
         output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        completion = self.processor.batch_decode(
-            output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )[0]
+        return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+
+    def generate_inner(self, message, dataset=None) -> str:
+        completion = self._generate_text(*self._chat(message))
         answer = extract_answer(completion)
         question = " ".join(p["value"] for p in message if p["type"] == "text")
         images_seen = [p["value"] for p in message if p["type"] == "image"]
         self.completions.append(
-            {"dataset": dataset, "images": images_seen, "question": question, "completion": completion, "answer": answer}
+            {
+                "dataset": dataset,
+                "images": images_seen,
+                "question": question,
+                "completion": completion,
+                "answer": answer,
+            }
         )
         # No <answer> tag: VLMEvalKit scores the raw text, as it would for any model.
         return answer if answer is not None else completion

@@ -205,7 +205,8 @@ def mcq_prompt(question: str, options: list[str]) -> str:
 
 def satori_completion(caption: str, boxes: list[list[int]], answer: str) -> str:
     """A well-formed SATORI answer: caption, boxes, answer."""
-    return f"<caption>{caption}</caption> <bbox>{json.dumps(boxes, separators=(',', ':'))}</bbox> <answer>{answer}</answer>"
+    box_list = json.dumps(boxes, separators=(",", ":"))
+    return f"<caption>{caption}</caption> <bbox>{box_list}</bbox> <answer>{answer}</answer>"
 
 
 def warmup_examples(count: int, seed: int, seen_size) -> list[tuple[Image.Image, str, str]]:

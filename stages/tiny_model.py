@@ -209,6 +209,7 @@ def _train_ids(tokenizer) -> torch.Tensor:
     return torch.tensor(sorted(bpe) + list(range(FIRST_SPECIAL_ID, FIRST_SPECIAL_ID + len(SPECIAL_TOKENS))))
 
 
+@torch.enable_grad()  # `import vlmeval` switches autograd off process-wide
 def warm_start(model, processor, examples, *, steps: int, batch_size: int, lr: float, seed: int) -> list[float]:
     """Teach the random model the SATORI answer format by teacher forcing; returns the loss per step.
 

@@ -29,13 +29,20 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 
 
+def artifact_root(uri: str) -> Path:
+    """Artifacts sit beside a SQLite store (mlartifacts/); MLflow's default is relative to the cwd."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    return REPO_ROOT / "mlartifacts"
+
+
 def _client_for(experiment: str):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        # An explicit artifact root: MLflow's default is relative to whatever cwd a stage has.
-        mlflow.create_experiment(experiment, artifact_location=(REPO_ROOT / "mlartifacts" / experiment).as_uri())
+        mlflow.create_experiment(experiment, artifact_location=(artifact_root(uri) / experiment).as_uri())
     mlflow.set_experiment(experiment)
     return mlflow
 
@@ -77,7 +84,8 @@ def stage_run(stage: str, experiment: str, profile: str, params: Mapping[str, An
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
+    # In-process (a test, a notebook) the parent is the active run: MLflow needs nested=True for that.
+    with mlflow.start_run(run_name=stage, tags=tags, nested=mlflow.active_run() is not None) as run:
         mlflow.log_params(flatten(params))
         yield run
 

@@ -22,7 +22,9 @@ def is_transient(err: BaseException) -> bool:
     import requests
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(err, (ConnectionError, TimeoutError, httpx.TransportError, requests.ConnectionError, requests.Timeout)):
+    if isinstance(
+        err, (ConnectionError, TimeoutError, httpx.TransportError, requests.ConnectionError, requests.Timeout)
+    ):
         return True
     if isinstance(err, HfHubHTTPError):
         response = getattr(err, "response", None)

@@ -38,7 +38,5 @@ def build_vlmeval_dataset(name: str, data_root: Path):
 
     dataset = build_dataset(name)
     if dataset is None:
-        raise FileNotFoundError(
-            f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}"
-        )
+        raise FileNotFoundError(f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}")
     return dataset

@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests mirror the source tree: tests/stages/test_<module>.py, tests/flows/..."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stages.config import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2.5-VL built without the warm start (seconds): for loading and plumbing tests."""
+    from stages import synthetic
+    from stages.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    build_tiny_model(
+        out,
+        seed=0,
+        hidden_size=32,
+        num_layers=2,
+        bpe_vocab_size=1000,
+        min_pixels=3136,
+        max_pixels=50176,
+        corpus=synthetic.tokenizer_corpus(rows=40),
+    )
+    return out
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The project's files (tracked and untracked-but-not-ignored) copied to dest, as a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    # Outputs recorded by a developer's run must not make the copy look up to date.
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "test checkout"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def isolated_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """A per-test MLflow store and Prefect home, so tests never touch the developer's."""
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **env}
