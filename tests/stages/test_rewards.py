@@ -4,6 +4,14 @@ import pytest
 
 from stages import rewards
 
+
+@pytest.fixture(autouse=True)
+def corrected_mode(monkeypatch):
+    """Each test starts from the default semantics with qwen-vl-utils' pixel limits."""
+    for name in ("SATORI_REWARD_MODE", "MIN_PIXELS", "MAX_PIXELS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 GOOD = "<caption>A red circle on a light gray background.</caption> <bbox>[[10,10,50,50]]</bbox> <answer>red</answer>"
 
 
@@ -109,3 +117,184 @@ def test_caption_matches_nltk_and_rouge_score_on_plain_words():
     got = rewards.CaptionAccuracy()([completion], **columns(image_caption=[reference]))
     assert got == [pytest.approx((bleu + rouge) / 2, abs=1e-9)]
     assert 0.2 < got[0] < 0.9
+
+
+# --- issue 3: the two modes and the corrected rules ------------------------------------------
+
+
+def test_mode_is_read_when_the_instance_is_built(monkeypatch):
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    paper = rewards.Format()
+    monkeypatch.setenv("SATORI_REWARD_MODE", "corrected")
+    corrected = rewards.Format()
+    trailing = GOOD + "\nSome chatter after the answer."
+    assert paper([trailing]) == [1.0]  # re.MULTILINE lets the published $ match before the newline
+    assert corrected([trailing]) == [0.0]
+    monkeypatch.setenv("SATORI_REWARD_MODE", "exact")
+    with pytest.raises(ValueError, match="SATORI_REWARD_MODE='exact': expected one of"):
+        rewards.Format()
+
+
+@pytest.mark.parametrize(
+    "completion, paper, corrected",
+    [
+        ("<caption>a</caption><caption>b</caption><bbox>[[1,2,3,4]]</bbox><answer>c</answer>", 1.0, 0.0),
+        ("<caption>a</caption><bbox>[[1,2,3,4]]</bbox><answer>c</answer><answer>d</answer>", 1.0, 0.0),
+        ("<caption>a</caption><bbox>[[1,2,3,4]] see above</bbox><answer>c</answer>", 0.0, 1.0),
+        ("<caption>a</caption><bbox> [[1,2,3,4]]</bbox><answer>c</answer>", 1.0, 1.0),
+        ("<caption>a<bbox></caption><bbox>[[1,2,3,4]]</bbox><answer>c</answer>", 1.0, 0.0),
+    ],
+)
+def test_format_modes_differ_where_documented(monkeypatch, completion, paper, corrected):
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    assert rewards.Format()([completion]) == [paper]
+    monkeypatch.setenv("SATORI_REWARD_MODE", "corrected")
+    assert rewards.Format()([completion]) == [corrected]
+
+
+def test_paper_bbox_uses_the_published_pixel_limits(monkeypatch):
+    # A 224x224 image: the processor (qwen-vl-utils defaults) keeps 224x224, the published reward
+    # assumes min_pixels=200704 and maps from 448x448. A box right in the model's pixels is right
+    # for corrected and off by a factor of two for paper.
+    completion = GOOD.replace("[[10,10,50,50]]", "[[0,0,112,112]]")
+    cols = columns(bboxs=[[[0, 0, 112, 112]]])
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [pytest.approx(1.0, abs=1e-6)]
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [pytest.approx(0.25, abs=1e-6)]
+
+
+def test_corrected_bbox_follows_min_and_max_pixels(monkeypatch):
+    monkeypatch.setenv("MIN_PIXELS", str(448 * 448))
+    completion = GOOD.replace("[[10,10,50,50]]", "[[0,0,224,224]]")
+    cols = columns(bboxs=[[[0, 0, 112, 112]]])
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [pytest.approx(1.0, abs=1e-6)]
+
+
+def test_inverted_boxes_count_in_paper_and_not_in_corrected(monkeypatch):
+    # 448x448 is inside both the default and the published pixel limits: no rescaling either way.
+    completion = GOOD.replace("[[10,10,50,50]]", "[[50,50,10,10]]")
+    cols = columns(width=[448], height=[448])
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [0.0]
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [pytest.approx(1.0, abs=1e-6)]
+
+
+def test_corrected_clips_boxes_to_the_image(monkeypatch):
+    huge = GOOD.replace("[[10,10,50,50]]", "[[-1e300,-1e300,1e300,1e300]]")
+    whole = GOOD.replace("[[10,10,50,50]]", "[[0,0,224,224]]")
+    cols = columns(2, bboxs=[[[0, 0, 224, 224]]])
+    assert rewards.BoundingBoxAccuracy()([huge, whole], **cols) == [pytest.approx(1.0, abs=1e-6)] * 2
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    assert rewards.BoundingBoxAccuracy()([huge, huge], **cols) == [0.0, 0.0]  # inf area: the published code gives NaN
+
+
+def test_several_boxes_union_exactly():
+    # Two overlapping predicted boxes (union 175) against one truth box inside them.
+    completion = GOOD.replace("[[10,10,50,50]]", "[[0,0,10,10],[5,5,15,15]]")
+    cols = columns(bboxs=[[[0, 0, 10, 10]]])
+    assert rewards.BoundingBoxAccuracy()([completion], **cols) == [pytest.approx(100 / (175 + 1e-6), rel=1e-12)]
+
+
+@pytest.mark.parametrize(
+    "answer, accepted, corrected, paper",
+    [
+        ("red", ["red"], 1.0, 1.0),
+        ("Red", ["red"], 1.0, 0.0),
+        ("red.", ["red"], 1.0, 0.0),
+        ('"red"', ["red"], 1.0, 0.0),
+        ("light  gray", ["light gray"], 1.0, 0.0),
+        ("B.", ["B"], 1.0, 0.0),
+        ("(B)", ["B"], 1.0, 0.0),
+        ("B)", ["B"], 1.0, 0.0),
+        ("B. square", ["B"], 1.0, 0.0),
+        ("(B) square", ["B"], 1.0, 0.0),
+        ("b", ["B"], 1.0, 0.0),
+        ("A red circle", ["A"], 0.0, 0.0),
+        ("C.", ["B"], 0.0, 0.0),
+        ("blue", ["red"], 0.0, 0.0),
+        ("re", "red", 0.0, 1.0),  # a malformed string column: the published `in` is a substring test
+    ],
+)
+def test_vqa_answers(monkeypatch, answer, accepted, corrected, paper):
+    completion = GOOD.replace("<answer>red</answer>", f"<answer>{answer}</answer>")
+    assert rewards.VQAAccuracy()([completion], possible_answers=[accepted]) == [corrected]
+    monkeypatch.setenv("SATORI_REWARD_MODE", "paper")
+    assert rewards.VQAAccuracy()([completion], possible_answers=[accepted]) == [paper]
+
+
+ADVERSARIAL = [
+    "",
+    "x" * 1_000_000,
+    "<caption>" * 200_000,
+    "<bbox>" * 150_000 + "</bbox>",
+    "<caption>a</caption><bbox>" + "[" * 100_000 + "]" * 100_000 + "</bbox><answer>b</answer>",
+    "<caption>a</caption><bbox>[[" + "1" * 4000 + "x]]</bbox><answer>b</answer>",
+    "<caption>" + "word " * 200_000 + "</caption><bbox>[[1,2,3,4]]</bbox><answer>b</answer>",
+    "<caption>a</caption>\x00<bbox>[[1,2,3,4]]</bbox><answer>\x00é漢字</answer>",
+    "<caption>a</caption><bbox>[[1,2,3,4]]</bbox><answer>" + "</answer>" * 100_000,
+    "<caption>" + "</caption> <bbox> [[" * 50_000 + "]] </bbox> <answer>" * 50_000,
+    "<bbox>[[1e309, 0, 1, 1]]</bbox>",
+    "<bbox>[[nan, 0, 1, 1]]</bbox>",
+    "<bbox>[[1, 2, 3, 4], {'a': 1}]</bbox>",
+    "<bbox>" + "9" * 5000 + "</bbox>",
+    "<bbox>[[" + "9" * 400 + ", 0, 1, 1]]</bbox>",
+]
+
+
+@pytest.mark.parametrize("mode_name", rewards.MODES)
+def test_adversarial_completions_score_in_range(monkeypatch, mode_name):
+    monkeypatch.setenv("SATORI_REWARD_MODE", mode_name)
+    cols = columns(len(ADVERSARIAL))
+    for cls in rewards.REWARDS.values():
+        values = cls()(ADVERSARIAL, **cols)
+        assert len(values) == len(ADVERSARIAL)
+        assert all(0.0 <= v <= 1.0 for v in values)
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("bboxs", []),
+        ("bboxs", [[1, 2, 3]]),
+        ("bboxs", [["a", 1, 2, 3]]),
+        ("bboxs", "[[1,2,3,4]]"),
+        ("width", 0),
+        ("width", -3),
+        ("width", float("nan")),
+        ("width", 10**400),
+        ("width", None),
+        ("height", 1),  # aspect ratio 224:1, beyond qwen-vl-utils' limit of 200
+        ("possible_answers", None),
+        ("possible_answers", 7),
+        ("image_caption", None),
+        ("image_caption", 3.5),
+    ],
+)
+def test_malformed_columns_score_zero_without_raising(column, value):
+    cols = columns(**{column: [value]})
+    scores = {name: cls()([GOOD], **cols)[0] for name, cls in rewards.REWARDS.items()}
+    affected = {
+        "bboxs": "external_bbox_acc",
+        "width": "external_bbox_acc",
+        "height": "external_bbox_acc",
+        "possible_answers": "extern_vqa_acc",
+        "image_caption": "external_caption_acc",
+    }[column]
+    assert scores[affected] == 0.0
+    assert scores["external_format"] == 1.0
+
+
+def test_summarize_completions_flags_whole_image_boxes():
+    completions = [
+        GOOD,  # one small box in a 224x224 image
+        GOOD.replace("[[10,10,50,50]]", "[[0,0,224,224],[1,1,2,2]]"),  # one whole-image box
+        "no format at all <answer>  four  </answer>",
+    ]
+    summary = rewards.summarize_completions(completions, [(224, 224), (224, 224), None])
+    assert summary == {
+        "format_rate": pytest.approx(2 / 3),
+        "mean_boxes": pytest.approx(1.0),
+        "whole_image_box_rate": pytest.approx(1 / 3),
+        "mean_answer_chars": pytest.approx((3 + 3 + 4) / 3),
+    }
+    assert rewards.summarize_completions([])["format_rate"] == 0.0
