@@ -13,7 +13,7 @@ import re
 
 from qwen_vl_utils import smart_resize
 
-from stages.rewards import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, bleu_tokens
+from stages.rewards import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 PUBLISHED_FORMAT = re.compile(
     r"^\s*<caption>.*?</caption>\s*<bbox>\s*\[\[.*?\]\]\s*</bbox>\s*<answer>.*?</answer>\s*$",
@@ -56,6 +56,14 @@ def bbox_reward(completion, truth, width, height, *, mode="paper", min_pixels=No
     return pred_union.intersection(truth_union).area / (pred_union.union(truth_union).area + 1e-6)
 
 
+def word_tokenize(text: str) -> list[str]:
+    """nltk.word_tokenize with a regex in place of punkt (not installable offline): sentences, then Treebank."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    tokenizer = NLTKWordTokenizer()
+    return [token for sentence in re.split(r"(?<=[.!?])\s+(?=\S)", text) for token in tokenizer.tokenize(sentence)]
+
+
 def caption_reward(completion: str, reference: str) -> float:
     """BLEU-4 (nltk, method1) + ROUGE-L F1 (rouge-score, new scorer) over 2, one sample."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
@@ -66,10 +74,30 @@ def caption_reward(completion: str, reference: str) -> float:
         return 0.0
     caption = match.group(1).strip()
     bleu = sentence_bleu(
-        [list(bleu_tokens(reference.lower()))],
-        list(bleu_tokens(caption.lower())),
+        [word_tokenize(reference.lower())],
+        word_tokenize(caption.lower()),
         smoothing_function=SmoothingFunction().method1,
     )
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = scorer.score(reference, caption)["rougeL"].fmeasure
     return (bleu + rouge) / 2
+
+
+# Completions a model in training might write, built to break a naive parser (size, nesting, tags).
+ADVERSARIAL_COMPLETIONS = [
+    "",
+    "x" * 1_000_000,
+    "<caption>" * 200_000,
+    "<bbox>" * 150_000 + "</bbox>",
+    "<caption>a</caption><bbox>" + "[" * 100_000 + "]" * 100_000 + "</bbox><answer>b</answer>",
+    "<caption>a</caption><bbox>[[" + "1" * 4000 + "x]]</bbox><answer>b</answer>",
+    "<caption>" + "word " * 200_000 + "</caption><bbox>[[1,2,3,4]]</bbox><answer>b</answer>",
+    "<caption>a</caption>\x00<bbox>[[1,2,3,4]]</bbox><answer>\x00é漢字</answer>",
+    "<caption>a</caption><bbox>[[1,2,3,4]]</bbox><answer>" + "</answer>" * 100_000,
+    "<caption>" + "</caption> <bbox> [[" * 50_000 + "]] </bbox> <answer>" * 50_000,
+    "<bbox>[[1e309, 0, 1, 1]]</bbox>",
+    "<bbox>[[nan, 0, 1, 1]]</bbox>",
+    "<bbox>[[1, 2, 3, 4], {'a': 1}]</bbox>",
+    "<bbox>" + "9" * 5000 + "</bbox>",
+    "<bbox>[[" + "9" * 400 + ", 0, 1, 1]]</bbox>",
+]

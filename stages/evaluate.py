@@ -46,11 +46,10 @@ def overall_accuracy(acc_table) -> float:
 def evaluate_model(
     label: str, model_dir: Path, benchmarks: BenchmarksParams, params: EvaluateParams, data_root: Path
 ) -> dict[str, Any]:
-    from vlmeval.inference import infer_data_job
-    from vlmeval.smp import get_pred_file_path
-
     from stages.satori_vlm import SatoriVLM
-    from stages.vlmeval_compat import build_vlmeval_dataset
+    from stages.vlmeval_compat import build_vlmeval_dataset, vlmeval_api
+
+    api = vlmeval_api()
 
     model = SatoriVLM(
         model_dir,
@@ -67,8 +66,8 @@ def evaluate_model(
     results: dict[str, Any] = {}
     for spec in benchmarks.items:
         dataset = build_vlmeval_dataset(spec.name, data_root)
-        infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset, verbose=False)
-        pred_file = get_pred_file_path(str(out_dir), model_name, spec.name)
+        api.infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset, verbose=False)
+        pred_file = api.get_pred_file_path(str(out_dir), model_name, spec.name)
         acc = dataset.evaluate(pred_file, model="exact_matching", nproc=1)
         answered = [c for c in model.completions if c["dataset"] == spec.name]
         results[spec.name] = {

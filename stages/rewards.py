@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import math
-import numbers
 import os
 import re
 from collections import Counter
 from typing import Any
 
+import numpy as np
 from qwen_vl_utils import smart_resize
 from swift.rewards import ORM, orms
 
@@ -184,36 +185,53 @@ class Format(ORM):
 
 # --- boxes ----------------------------------------------------------------------------------
 
-# Possessive and atomic: no backtracking into a number, so a failed match stays linear.
-_NUMBER_CORE = r"[-+]?(?>\d++(?:\.\d*+)?|\.\d++)(?:[eE][-+]?\d++)?+"
-_NUMBER = rf"\s*+{_NUMBER_CORE}\s*+"
-_BOX = rf"\[{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}\]"
-_FLAT_BOX = re.compile(_BOX)
-_BOX_LIST = re.compile(rf"\[\s*+{_BOX}(?:\s*+,\s*+{_BOX})*+\s*+\]")
-_NUMBERS = re.compile(_NUMBER_CORE)
+# Possessive and atomic: no backtracking into a number, so a failed match stays linear. ASCII digits only.
+_NUMBER = re.compile(r"([-+]?(?>\d++(?:\.\d*+)?|\.\d++)(?:[eE][-+]?\d++)?+)", re.ASCII)
+_DROP_WHITESPACE = str.maketrans("", "", " \t\n\r\f\v")
+# A block's shape once every number is written n and whitespace dropped, for 1..MAX_BOXES boxes.
+_BOX_SHAPES = {"[" + ",".join(["[n,n,n,n]"] * k) + "]": k for k in range(1, MAX_BOXES + 1)}
+_BOX_SHAPES["[n,n,n,n]"] = 1  # one flat box
 
 
 def parse_boxes(block: str | None) -> list[tuple[float, float, float, float]] | None:
     """Boxes of a <bbox> block: [[x1,y1,x2,y2], ...] or one flat [x1,y1,x2,y2]; None if anything else.
 
-    A regular expression with no nesting: nothing deeper than two brackets, nothing but numbers.
-    Numbers that overflow a float (1e309) make the whole block unusable.
+    No recursive parser: the block's shape (numbers as `n`, ASCII whitespace dropped) must be one
+    of the shapes above, so nothing deeper than two brackets and nothing but numbers gets through.
+    A number that overflows a float (1e309) makes the whole block unusable.
     """
     if block is None or len(block) > MAX_BLOCK_CHARS:
         return None
-    stripped = block.strip()
-    if not (_BOX_LIST.fullmatch(stripped) or _FLAT_BOX.fullmatch(stripped)):
+    try:  # the common case, strict JSON, parsed in C
+        return coerce_boxes(json.loads(block))
+    except (ValueError, RecursionError):
+        pass  # "+1", ".5", "1.", "01" are numbers here but not JSON
+    parts = _NUMBER.split(block)  # separator, number, separator, number, ..., separator
+    if "n".join(parts[0::2]).translate(_DROP_WHITESPACE) not in _BOX_SHAPES:
         return None
-    values = [float(v) for v in _NUMBERS.findall(stripped)]
-    if not all(math.isfinite(v) for v in values) or len(values) > 4 * MAX_BOXES:
+    values = list(map(float, parts[1::2]))
+    if not all(map(math.isfinite, values)):
         return None
-    return [tuple(values[i : i + 4]) for i in range(0, len(values), 4)]
+    return list(zip(*[iter(values)] * 4))
+
+
+# What parse_boxes accepts and ast.literal_eval may read differently: \r \f \v as whitespace, and
+# integers with leading zeros (a SyntaxError in Python). Blocks with either go to literal_eval.
+_LITERAL_UNSAFE = re.compile(r"[\r\f\v]|(?<![\d.eE])0\d", re.ASCII)
 
 
 def paper_parse_boxes(block: str | None) -> list[tuple[float, float, float, float]] | None:
-    """The published parsing: ast.literal_eval, a flat list wrapped, a list of 4-number lists."""
+    """The published parsing: ast.literal_eval, a flat list wrapped, a list of 4-number lists.
+
+    Blocks that are plain box lists take parse_boxes' regex path (same values, ~5x faster);
+    everything else goes through ast.literal_eval as the published code does.
+    """
     if block is None or len(block) > MAX_BLOCK_CHARS:
         return None
+    if not _LITERAL_UNSAFE.search(block):
+        fast = parse_boxes(block)
+        if fast is not None:
+            return fast
     try:
         value = ast.literal_eval(block)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
@@ -233,80 +251,84 @@ def paper_parse_boxes(block: str | None) -> list[tuple[float, float, float, floa
     return boxes
 
 
-def truth_boxes(value: Any) -> list[tuple[float, float, float, float]] | None:
-    """Ground-truth boxes of the `bboxs` column (one flat box counts as one box); None if malformed."""
-    if isinstance(value, (list, tuple)) and value and all(_is_number(v) for v in value):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_BOXES:
+def coerce_boxes(value: Any) -> list[tuple[float, float, float, float]] | None:
+    """Boxes from a parsed value: [[x1,y1,x2,y2], ...] or one flat [x1,y1,x2,y2] of finite numbers.
+
+    Lists or tuples of int, float or numpy numbers; bool, str, None, NaN, inf or anything nested
+    deeper gives None. Used for the `bboxs` column and for <bbox> blocks that are valid JSON.
+    """
+    if type(value) not in (list, tuple) or not value or len(value) > MAX_BOXES:
         return None
+    if _is_number(value[0]):
+        value = [value]
     boxes = []
     for box in value:
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
+        if type(box) not in (list, tuple) or len(box) != 4:
             return None
-        if not all(_is_number(v) for v in box):
+        if not set(map(type, box)) <= _PLAIN_NUMBER_TYPES and not all(map(_is_number, box)):
             return None
         try:
-            box = tuple(float(v) for v in box)
-        except OverflowError:
+            box = tuple(map(float, box))
+        except OverflowError:  # an integer beyond float range
             return None
-        if not all(math.isfinite(v) for v in box):
+        if not all(map(math.isfinite, box)):
             return None
         boxes.append(box)
     return boxes
 
 
-def _interval_cover(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Disjoint, sorted union of 1-D intervals."""
-    merged: list[list[float]] = []
-    for lo, hi in sorted(intervals):
-        if merged and lo <= merged[-1][1]:
-            if hi > merged[-1][1]:
-                merged[-1][1] = hi
-        else:
-            merged.append([lo, hi])
-    return [(lo, hi) for lo, hi in merged]
+def union_areas_batch(
+    pairs: list[tuple[list[tuple], list[tuple]]],
+    *,
+    scales: list[tuple[float, float]] | None = None,
+    clip_to: list[tuple[float, float]] | None = None,
+    order_corners: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(area of ∪P ∩ ∪T, area of ∪P ∪ ∪T) for each (P, T) pair of axis-aligned box lists.
 
+    Exact coordinate compression, vectorized over the batch: the distinct x and y coordinates of a
+    pair cut the plane into cells; a cell is covered by a set when its centre lies in one of the
+    set's boxes; the areas are sums of covered cells. Pairs with the same box counts are computed
+    together. A box with x2 <= x1 or y2 <= y1 covers no cell.
 
-def _length(cover: list[tuple[float, float]]) -> float:
-    return sum(hi - lo for lo, hi in cover)
-
-
-def _intersection_length(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    total, i, j = 0.0, 0, 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if hi > lo:
-            total += hi - lo
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
+    Applied to P first, per pair: `scales` (sx, sy) multiply its coordinates, `clip_to` (w, h)
+    clips them to the image; `order_corners` sorts the corners of P and T boxes (shapely's view).
+    """
+    inter = np.zeros(len(pairs))
+    union = np.zeros(len(pairs))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (pred, truth) in enumerate(pairs):
+        groups.setdefault((len(pred), len(truth)), []).append(i)
+    for (n_pred, n_truth), rows in groups.items():
+        pred = np.array([pairs[i][0] for i in rows], dtype=np.float64).reshape(len(rows), n_pred, 4)
+        truth = np.array([pairs[i][1] for i in rows], dtype=np.float64).reshape(len(rows), n_truth, 4)
+        if scales is not None:
+            pred = pred * np.array([scales[i] for i in rows])[:, None, [0, 1, 0, 1]]
+        if clip_to is not None:
+            limits = np.array([clip_to[i] for i in rows])[:, None, [0, 1, 0, 1]]
+            pred = np.clip(pred, 0.0, limits)
+        boxes = np.concatenate([pred, truth], axis=1)  # (B, K, 4)
+        if order_corners:
+            boxes = np.concatenate(
+                [np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], axis=2
+            )
+        xs = np.sort(np.concatenate([boxes[:, :, 0], boxes[:, :, 2]], axis=1), axis=1)  # (B, 2K)
+        ys = np.sort(np.concatenate([boxes[:, :, 1], boxes[:, :, 3]], axis=1), axis=1)
+        cx, cy = (xs[:, :-1] + xs[:, 1:]) / 2, (ys[:, :-1] + ys[:, 1:]) / 2
+        in_x = (boxes[:, :, 0, None] <= cx[:, None, :]) & (cx[:, None, :] < boxes[:, :, 2, None])  # (B, K, X)
+        in_y = (boxes[:, :, 1, None] <= cy[:, None, :]) & (cy[:, None, :] < boxes[:, :, 3, None])  # (B, K, Y)
+        covered = in_x[:, :, :, None] & in_y[:, :, None, :]  # (B, K, X, Y)
+        by_pred, by_truth = covered[:, :n_pred].any(axis=1), covered[:, n_pred:].any(axis=1)
+        cell = np.diff(xs, axis=1)[:, :, None] * np.diff(ys, axis=1)[:, None, :]
+        inter[rows] = (cell * (by_pred & by_truth)).sum(axis=(1, 2))
+        union[rows] = (cell * (by_pred | by_truth)).sum(axis=(1, 2))
+    return inter, union
 
 
 def union_areas(pred: list[tuple], truth: list[tuple]) -> tuple[float, float]:
-    """(area of ∪pred ∩ ∪truth, area of ∪pred ∪ ∪truth) for axis-aligned boxes x1<=x2, y1<=y2.
-
-    Exact: a sweep over the distinct x coordinates; within each vertical slab the covered y
-    lengths of both sets are merged intervals. Zero-area boxes cover nothing.
-    """
-    pred = [b for b in pred if b[2] > b[0] and b[3] > b[1]]
-    truth = [b for b in truth if b[2] > b[0] and b[3] > b[1]]
-    if len(pred) == 1 and len(truth) == 1:  # the common case, in closed form
-        (a1, b1, a2, b2), (c1, d1, c2, d2) = pred[0], truth[0]
-        w, h = min(a2, c2) - max(a1, c1), min(b2, d2) - max(b1, d1)
-        inter = w * h if w > 0 and h > 0 else 0.0
-        return inter, (a2 - a1) * (b2 - b1) + (c2 - c1) * (d2 - d1) - inter
-    xs = sorted({b[0] for b in pred + truth} | {b[2] for b in pred + truth})
-    inter = union = 0.0
-    for left, right in zip(xs, xs[1:]):
-        width = right - left
-        p = _interval_cover([(b[1], b[3]) for b in pred if b[0] <= left and b[2] >= right])
-        t = _interval_cover([(b[1], b[3]) for b in truth if b[0] <= left and b[2] >= right])
-        both = _intersection_length(p, t)
-        inter += width * both
-        union += width * (_length(p) + _length(t) - both)
-    return inter, union
+    """union_areas_batch for one pair."""
+    inter, union = union_areas_batch([(pred, truth)])
+    return float(inter[0]), float(union[0])
 
 
 def _iou(inter: float, union: float) -> float:
@@ -314,12 +336,19 @@ def _iou(inter: float, union: float) -> float:
     return value if math.isfinite(value) and 0.0 <= value else 0.0
 
 
+_PLAIN_NUMBER_TYPES = {int, float}
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """int, float or a numpy scalar of either; not bool (a column of True is no coordinate)."""
+    kind = type(value)
+    return kind is int or kind is float or isinstance(value, (np.integer, np.floating))
 
 
 def _positive_int(value: Any) -> int | None:
     """A width or height: a positive whole number (int or float), else None."""
+    if type(value) is int:
+        return value if value > 0 else None
     if not _is_number(value):
         return None
     try:
@@ -343,37 +372,48 @@ class BoundingBoxAccuracy(ORM):
         self.min_pixels, self.max_pixels = pixel_limits(self.mode)
 
     def __call__(self, completions, bboxs, width, height, **kwargs) -> list[float]:
-        return [self.score(c, b, w, h) for c, b, w, h in zip(completions, bboxs, width, height)]
+        scores = [0.0] * len(completions)
+        rows, pairs, scales, sizes = [], [], [], []
+        for i, item in enumerate(zip(completions, bboxs, width, height)):
+            parsed = self.parse(*item)
+            if parsed is not None:
+                pred, truth, scale, size = parsed
+                rows.append(i)
+                pairs.append((pred, truth))
+                scales.append(scale)
+                sizes.append(size)
+        if rows:
+            paper = self.mode == "paper"
+            with np.errstate(all="ignore"):  # inf - inf from absurd paper-mode boxes: NaN, scored 0
+                inter, union = union_areas_batch(
+                    pairs, scales=scales, clip_to=None if paper else sizes, order_corners=paper
+                )
+            for i, a, u in zip(rows, inter.tolist(), union.tolist()):
+                scores[i] = min(1.0, _iou(a, u))
+        return scores
 
     def score(self, completion: Any, truth: Any, width: Any, height: Any) -> float:
+        return self([completion], [truth], [width], [height])[0]
+
+    def parse(self, completion: Any, truth: Any, width: Any, height: Any):
+        """(predicted boxes in the model's pixels, truth boxes, (sx, sy) to original pixels, (w, h)).
+
+        None when the sample scores 0 whatever the boxes: no parseable block, malformed columns,
+        an image the processor refuses. paper: corners are reordered later, as shapely.box does;
+        corrected: predicted boxes are clipped to the image, and inverted boxes cover nothing.
+        """
         block = first_block(completion, "bbox")
         pred = paper_parse_boxes(block) if self.mode == "paper" else parse_boxes(block)
-        gt = truth_boxes(truth)
+        if pred is None:
+            return None
+        gt = coerce_boxes(truth)
         w, h = _positive_int(width), _positive_int(height)
-        if pred is None or gt is None or w is None or h is None:
-            return 0.0
+        if gt is None or w is None or h is None:
+            return None
         seen = seen_size(w, h, self.min_pixels, self.max_pixels)
         if seen is None:
-            return 0.0
-        sx, sy = w / seen[0], h / seen[1]
-        if self.mode == "paper":
-            # shapely.box reorders inverted corners; so does the published reward, implicitly.
-            scaled = [_ordered((x1 * sx, y1 * sy, x2 * sx, y2 * sy)) for x1, y1, x2, y2 in pred]
-            gt = [_ordered(b) for b in gt]
-        else:
-            scaled = [
-                (max(0.0, x1 * sx), max(0.0, y1 * sy), min(float(w), x2 * sx), min(float(h), y2 * sy))
-                for x1, y1, x2, y2 in pred
-            ]
-        try:
-            return min(1.0, _iou(*union_areas(scaled, gt)))
-        except OverflowError:
-            return 0.0
-
-
-def _ordered(box: tuple) -> tuple:
-    x1, y1, x2, y2 = box
-    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+            return None
+        return pred, gt, (w / seen[0], h / seen[1]), (float(w), float(h))
 
 
 # --- answers --------------------------------------------------------------------------------
@@ -486,25 +526,31 @@ def rouge_tokens(text: str) -> tuple[str, ...]:
     return tuple(_stem(w) for w in words)
 
 
-def _ngram_counts(tokens: tuple[str, ...], n: int) -> Counter:
-    return Counter(zip(*(tokens[i:] for i in range(n)))) if len(tokens) >= n else Counter()
+def _all_ngrams(tokens: tuple[str, ...]) -> Counter:
+    """Counts of every 1- to 4-gram, in one Counter (a key's length is its order)."""
+    return Counter(gram for n in range(1, 5) for gram in zip(*(tokens[i:] for i in range(n))))
+
+
+@functools.lru_cache(maxsize=65536)
+def _reference_ngrams(tokens: tuple[str, ...]) -> Counter:
+    return _all_ngrams(tokens)
 
 
 def sentence_bleu4(reference: tuple[str, ...], hypothesis: tuple[str, ...]) -> float:
     """nltk's sentence_bleu([reference], hypothesis, smoothing_function=method1), in floats."""
-    numerators, denominators = [], []
-    for n in range(1, 5):
-        hyp = _ngram_counts(hypothesis, n)
-        ref = _ngram_counts(reference, n)
-        numerators.append(sum(min(count, ref[gram]) for gram, count in hyp.items()))
-        denominators.append(max(1, sum(hyp.values())))
-    if numerators[0] == 0:
+    ref = _reference_ngrams(reference)
+    hyp = _all_ngrams(hypothesis)
+    matched = [0, 0, 0, 0, 0]
+    for gram in hyp.keys() & ref.keys():  # C-level intersection; clipped counts only where both have it
+        count, available = hyp[gram], ref[gram]
+        matched[len(gram)] += count if count < available else available
+    if matched[1] == 0:
         return 0.0
-    log_sum = math.fsum(
-        w * math.log((num if num else _SMOOTH_EPSILON) / den)
-        for w, num, den in zip(_BLEU_WEIGHTS, numerators, denominators)
-    )
     hyp_len, ref_len = len(hypothesis), len(reference)
+    log_sum = 0.0
+    for n, weight in enumerate(_BLEU_WEIGHTS, start=1):
+        total = max(1, hyp_len - n + 1)
+        log_sum += weight * math.log((matched[n] if matched[n] else _SMOOTH_EPSILON) / total)
     brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
     return brevity * math.exp(log_sum)
 

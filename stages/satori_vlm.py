@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from stages.config import SATORI_INSTRUCTION
-from stages.vlmeval_compat import import_vlmeval
+from stages.vlmeval_compat import vlmeval_api
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -27,14 +27,7 @@ def extract_answer(completion: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def _base_model_class():
-    import_vlmeval()
-    from vlmeval.vlm.base import BaseModel
-
-    return BaseModel
-
-
-class SatoriVLM(_base_model_class()):
+class SatoriVLM(vlmeval_api().BaseModel):
     INTERLEAVE = False
 
     def __init__(

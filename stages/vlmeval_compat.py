@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def import_vlmeval():
@@ -24,6 +25,26 @@ def import_vlmeval():
     return vlmeval
 
 
+def vlmeval_api() -> SimpleNamespace:
+    """The VLMEvalKit functions the pipeline uses, imported after the shim.
+
+    Import them through here, never with a `from vlmeval ...` line in another module: an import
+    sorter would move that line above the shim.
+    """
+    import_vlmeval()
+    from vlmeval.dataset import build_dataset
+    from vlmeval.inference import infer_data_job
+    from vlmeval.smp import get_pred_file_path
+    from vlmeval.vlm.base import BaseModel
+
+    return SimpleNamespace(
+        build_dataset=build_dataset,
+        infer_data_job=infer_data_job,
+        get_pred_file_path=get_pred_file_path,
+        BaseModel=BaseModel,
+    )
+
+
 def set_data_root(data_root: Path) -> None:
     """VLMEvalKit reads TSVs from $LMUData, but only when that folder exists."""
     data_root.mkdir(parents=True, exist_ok=True)
@@ -33,10 +54,7 @@ def set_data_root(data_root: Path) -> None:
 def build_vlmeval_dataset(name: str, data_root: Path):
     """VLMEvalKit's dataset object for `name`, its TSV read from (or downloaded into) data_root."""
     set_data_root(data_root)
-    import_vlmeval()
-    from vlmeval.dataset import build_dataset
-
-    dataset = build_dataset(name)
+    dataset = vlmeval_api().build_dataset(name)
     if dataset is None:
         raise FileNotFoundError(f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}")
     return dataset

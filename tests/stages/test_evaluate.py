@@ -83,3 +83,18 @@ def test_adapter_generates_with_the_real_model(tiny_model_dir, tmp_path):
     first = vlm.generate(message, dataset="D")
     assert vlm.generate(message, dataset="D") == first  # greedy fp32 decoding is repeatable
     assert vlm.completions[0]["completion"] == first  # no <answer> tag from a random model: raw text returned
+
+
+def test_only_the_compat_module_imports_vlmeval():
+    """vlmeval must be imported after the transformers 5 shim; an import sorter would hoist a direct import."""
+    import re
+
+    from stages.config import REPO_ROOT
+
+    sources = [*REPO_ROOT.glob("stages/*.py"), *REPO_ROOT.glob("flows/*.py"), *REPO_ROOT.glob("benchmarks/*.py")]
+    offenders = [
+        p.name
+        for p in sources
+        if p.name != "vlmeval_compat.py" and re.search(r"^\s*(from|import) vlmeval\b", p.read_text(), re.MULTILINE)
+    ]
+    assert offenders == []

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import reference_rewards
 from stages import rewards
 
 
@@ -222,23 +223,7 @@ def test_vqa_answers(monkeypatch, answer, accepted, corrected, paper):
     assert rewards.VQAAccuracy()([completion], possible_answers=[accepted]) == [paper]
 
 
-ADVERSARIAL = [
-    "",
-    "x" * 1_000_000,
-    "<caption>" * 200_000,
-    "<bbox>" * 150_000 + "</bbox>",
-    "<caption>a</caption><bbox>" + "[" * 100_000 + "]" * 100_000 + "</bbox><answer>b</answer>",
-    "<caption>a</caption><bbox>[[" + "1" * 4000 + "x]]</bbox><answer>b</answer>",
-    "<caption>" + "word " * 200_000 + "</caption><bbox>[[1,2,3,4]]</bbox><answer>b</answer>",
-    "<caption>a</caption>\x00<bbox>[[1,2,3,4]]</bbox><answer>\x00é漢字</answer>",
-    "<caption>a</caption><bbox>[[1,2,3,4]]</bbox><answer>" + "</answer>" * 100_000,
-    "<caption>" + "</caption> <bbox> [[" * 50_000 + "]] </bbox> <answer>" * 50_000,
-    "<bbox>[[1e309, 0, 1, 1]]</bbox>",
-    "<bbox>[[nan, 0, 1, 1]]</bbox>",
-    "<bbox>[[1, 2, 3, 4], {'a': 1}]</bbox>",
-    "<bbox>" + "9" * 5000 + "</bbox>",
-    "<bbox>[[" + "9" * 400 + ", 0, 1, 1]]</bbox>",
-]
+ADVERSARIAL = reference_rewards.ADVERSARIAL_COMPLETIONS
 
 
 @pytest.mark.parametrize("mode_name", rewards.MODES)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from benchmarks import reference_rewards
 from stages import rewards
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 FRAGMENTS = st.sampled_from(
     [
@@ -23,9 +25,13 @@ FRAGMENTS = st.sampled_from(
 TAGGY_TEXT = st.lists(FRAGMENTS, max_size=40).map("".join)
 ANY_TEXT = st.one_of(TAGGY_TEXT, st.text(max_size=300))
 JUNK = st.one_of(
-    st.none(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.lists(st.one_of(st.integers(), st.floats(), st.text(max_size=3)), max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)  # fmt: skip
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.one_of(st.integers(), st.floats(), st.text(max_size=3)), max_size=5),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 COORD = st.integers(min_value=-50, max_value=700)
 BOX = st.tuples(COORD, COORD, COORD, COORD).map(list)
 
@@ -123,7 +129,9 @@ def _dp_lcs(a, b):
     return table[-1][-1]
 
 
-WORDS = st.lists(st.sampled_from(["a", "red", "blue", "circle", "square", "on", "the", "gray", "background"]), max_size=25)
+WORDS = st.lists(
+    st.sampled_from(["a", "red", "blue", "circle", "square", "on", "the", "gray", "background"]), max_size=25
+)
 
 
 @SETTINGS
@@ -151,7 +159,9 @@ def test_plain_sentence_fast_path_equals_the_treebank_tokenizer(sentence):
 
 
 CAPTION_WORDS = st.lists(
-    st.sampled_from(["A", "red", "circle", "squares", "and", "an", "orange", "triangle", "on", "gray", "backgrounds", "running"]),
+    st.sampled_from(
+        ["A", "red", "circle", "squares", "and", "an", "orange", "triangle", "on", "gray", "backgrounds", "running"]
+    ),
     min_size=1,
     max_size=14,
 ).map(" ".join)
