@@ -155,6 +155,47 @@ def reward_table(history: list[dict[str, Any]], reward_funcs: list[str]) -> list
     return rows
 
 
+def _user_text(prompt: str) -> str:
+    """The user turn of a logged chat prompt, without the image placeholder."""
+    user = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
+    return user.replace("<image>", "")
+
+
+def seen_sizes_by_question(data_files: list[Path], vision: VisionParams) -> dict[str, tuple[int, int] | None]:
+    """Question text -> the image size the model saw; None where one question goes with several sizes.
+
+    ms-swift's completions.jsonl logs the prompt, not the image, so a completion is tied to its
+    image through the question text whenever that text is unique to one image size.
+    """
+    sizes: dict[str, set[tuple[int, int]]] = {}
+    for data_file in data_files:
+        with data_file.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                question = row["messages"][0]["content"].replace("<image>", "")
+                sizes.setdefault(question, set()).add(vision.seen_size(row["width"], row["height"]))
+    return {q: next(iter(s)) if len(s) == 1 else None for q, s in sizes.items()}
+
+
+def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, int] | None]) -> list[dict]:
+    """summarize_completions for each step of completions.jsonl (training and evaluation rollouts together)."""
+    from stages.rewards import summarize_completions
+
+    by_step: dict[int, tuple[list[str], list]] = {}
+    with completions_file.open(encoding="utf-8") as f:
+        for line in f:
+            table = json.loads(line)
+            completions, known = by_step.setdefault(int(table["step"][0]), ([], []))
+            completions += table["completion"]
+            known += [sizes.get(_user_text(p)) for p in table["prompt"]]
+    per_step = []
+    for step, (completions, known) in sorted(by_step.items()):
+        summary = summarize_completions(completions, known)
+        summary["size_known_rate"] = sum(k is not None for k in known) / max(1, len(known))
+        per_step.append({"step": step, **summary})
+    return per_step
+
+
 def main() -> None:
     name, profile = load_profile()
     params = profile.train
@@ -195,6 +236,13 @@ def main() -> None:
             "mean_reward": sum(r["reward"] for r in table) / len(table),
             **{f"final.{k}": v for k, v in final.items() if k not in ("step", "reward")},
         }
+        completions_file = TRAIN_REPORT_DIR / "completions.jsonl"
+        if completions_file.exists():
+            sizes = seen_sizes_by_question([PROCESSED_DIR / "train.jsonl", PROCESSED_DIR / "val.jsonl"], profile.vision)
+            diagnostics = completion_diagnostics(completions_file, sizes)
+            for row in diagnostics:
+                tracking.log_metrics({f"diagnostics/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+            metrics.update({f"diagnostics.{k}": v for k, v in diagnostics[-1].items() if k != "step"})
         METRICS_FILE.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         tracking.log_metrics({f"summary.{k}": v for k, v in metrics.items()})
         tracking.log_artifact(TRAIN_REPORT_DIR, "train")

@@ -135,6 +135,7 @@ def test_mlflow_run_tree_with_rewards(pipeline_run):
         int(r["global_step/max_steps"].split("/")[0]): r["rewards/Format/mean"] for r in logged if "reward" in r
     }
     assert {m.step: m.value for m in history} == pytest.approx(per_step)
+    assert {"diagnostics/format_rate", "diagnostics/whole_image_box_rate"} <= set(train.data.metrics)
     evaluate = children["evaluate"].data.metrics
     assert {"SatoriTiny_MMBench.trained", "SatoriTiny_MMStar.base"} <= set(evaluate)
 
@@ -174,3 +175,18 @@ def test_second_repro_runs_nothing(pipeline_run):
     assert "Running stage" not in proc.stdout
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
+
+
+def test_grpo_ran_the_project_rewards(pipeline_run):
+    """The Format value ms-swift logged for every rollout is what stages.rewards computes for it."""
+    from stages.rewards import Format
+
+    repo, *_ = pipeline_run
+    tables = [json.loads(line) for line in (repo / "reports/train/completions.jsonl").read_text().splitlines()]
+    completions = [c for t in tables for c in t["completion"]]
+    logged = [v for t in tables for v in t["Format"]]
+    assert len(completions) >= 16
+    assert Format()(completions) == logged
+    assert {"BoundingBoxAccuracy", "VQAAccuracy", "CaptionAccuracy"} <= set(tables[0])
+    report = json.loads((repo / "reports/train.json").read_text())
+    assert 0.0 <= report["diagnostics.format_rate"] <= 1.0

@@ -102,3 +102,36 @@ def test_last_checkpoint_is_the_highest_step(tmp_path):
     for step in (2, 10, 9):
         (tmp_path / f"checkpoint-{step}").mkdir()
     assert train.last_checkpoint(tmp_path).name == "checkpoint-10"
+
+
+def test_diagnostics_tie_completions_to_image_sizes_and_flag_whole_image_boxes(tmp_path):
+    rows = [
+        {"messages": [{"role": "user", "content": "<image>Q unique?"}], "width": 280, "height": 280},
+        {"messages": [{"role": "user", "content": "<image>Q shared?"}], "width": 280, "height": 280},
+        {"messages": [{"role": "user", "content": "<image>Q shared?"}], "width": 560, "height": 280},
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vision = VisionParams(min_pixels=3136, max_pixels=50176)  # 280x280 is seen as 224x224
+    sizes = train.seen_sizes_by_question([tmp_path / "train.jsonl"], vision)
+    assert sizes == {"Q unique?": (224, 224), "Q shared?": None}
+
+    def prompt(question):
+        return (
+            f"<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<image>{question}<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+    whole = "<caption>c</caption> <bbox>[[0,0,224,224]]</bbox> <answer>A</answer>"
+    small = "<caption>c</caption> <bbox>[[0,0,20,20],[5,5,9,9]]</bbox> <answer>B.</answer>"
+    steps = [
+        {"step": ["1", "1"], "prompt": [prompt("Q unique?"), prompt("Q shared?")], "completion": [whole, small]},
+        {"step": ["2"], "prompt": [prompt("Q unique?")], "completion": ["junk"]},
+        {"step": ["2"], "prompt": [prompt("Q unique?")], "completion": [small]},  # an eval rollout, same step
+    ]
+    (tmp_path / "completions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    diagnostics = train.completion_diagnostics(tmp_path / "completions.jsonl", sizes)
+    assert diagnostics == [
+        {"step": 1, "format_rate": 1.0, "mean_boxes": 1.5, "whole_image_box_rate": 1.0, "mean_answer_chars": 1.5,
+         "size_known_rate": 0.5},
+        {"step": 2, "format_rate": 0.5, "mean_boxes": 1.0, "whole_image_box_rate": 0.0, "mean_answer_chars": 1.0,
+         "size_known_rate": 1.0},
+    ]  # fmt: skip
