@@ -125,7 +125,8 @@ class FieldMap(Section):
 
 
 class PreprocessParams(Section):
-    table_glob: str = "**/*.jsonl"
+    # Tables under the downloaded folder: JSONL and Parquet are streamed, JSON is read whole.
+    tables: list[str] = ["**/*.jsonl", "**/*.json", "**/*.parquet"]
     fields: FieldMap = FieldMap()
     val_fraction: float = Field(ge=0.0, lt=1.0)
     seed: int = 0

@@ -13,6 +13,8 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,16 +47,42 @@ class Rejected(Exception):
         self.detail = detail
 
 
+REASONS = (
+    "unparseable_row",  # a line that is not JSON, or a row that is not an object
+    "missing_field",  # a mapped field absent from the row
+    "empty_question",  # no question text (or not a string)
+    "no_answer",  # no non-empty answer string
+    "empty_caption",  # no caption text (or not a string)
+    "image_missing",  # no image value, or the file does not exist
+    "image_outside_dataset",  # an image path that leaves the dataset folder
+    "image_undecodable",  # not an image PIL can read the header of
+    "size_invalid",  # declared width/height not positive integers
+    "size_mismatch",  # declared width/height differ from the image's
+    "image_aspect_ratio",  # beyond the processor's maximum aspect ratio (200)
+    "bbox_malformed",  # boxes not a list of 4 finite numbers each
+    "bbox_inverted",  # x2 < x1 or y2 < y1
+    "bbox_zero_area",  # x2 == x1 or y2 == y1
+    "bbox_outside",  # beyond the image by more than BOX_TOLERANCE_PX
+    "duplicate",  # the same image and question as an earlier row
+    "too_many_tokens",  # image and prompt tokens leave no room for the completion
+)
+
+
 @dataclass
 class RowChecker:
+    """Checks one raw row and turns it into an ms-swift GRPO row; keeps what it needs across rows."""
+
     dataset_root: Path
     fields: FieldMap
     vision: VisionParams
     token_budget: int  # max_length - max_completion_length
-    prompt_tokens: callable  # question -> number of text tokens in the prompt
+    prompt_tokens: Callable[[str], int]  # question -> text tokens of the whole prompt
+    embedded_dir: Path  # where images embedded as bytes are written
+    embedded_dir_final: Path  # where they will be once the output is renamed into place
 
     def __post_init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
+        self.root = self.dataset_root.resolve()
 
     def check(self, raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The ms-swift row for `raw` and whether a box was clipped; raises Rejected."""
@@ -64,17 +92,16 @@ class RowChecker:
                 raise Rejected("missing_field", key)
         question = raw[f.question]
         if not isinstance(question, str) or not question.strip():
-            raise Rejected("empty_question")
+            raise Rejected("empty_question", repr(question)[:80])
         answers = raw[f.answers]
         answers = [answers] if isinstance(answers, str) else answers
-        if not isinstance(answers, list) or not [a for a in answers if isinstance(a, str) and a.strip()]:
-            raise Rejected("no_answer")
-        answers = [a.strip() for a in answers if isinstance(a, str) and a.strip()]
+        answers = [a.strip() for a in answers if isinstance(a, str) and a.strip()] if isinstance(answers, list) else []
+        if not answers:
+            raise Rejected("no_answer", repr(raw[f.answers])[:80])
         caption = raw[f.caption]
         if not isinstance(caption, str) or not caption.strip():
-            raise Rejected("empty_caption")
-        image_path = self._image_path(raw[f.image])
-        width, height = self._image_size(image_path, raw)
+            raise Rejected("empty_caption", repr(caption)[:80])
+        image_path, width, height = self._image(raw[f.image], raw)
         boxes, clipped = self._boxes(raw[f.boxes], width, height)
         key = (str(image_path), question.strip())
         if key in self.seen:
@@ -92,26 +119,48 @@ class RowChecker:
         }
         return row, clipped
 
-    def _image_path(self, value: Any) -> Path:
+    def _image(self, value: Any, raw: dict[str, Any]) -> tuple[Path, int, int]:
+        """(path ms-swift will read, width, height); embedded bytes are written out as a file."""
+        if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            width, height, image_format = self._header(io.BytesIO(value), "embedded bytes")
+            self._check_declared_size(raw, width, height)
+            name = f"{hashlib.sha256(value).hexdigest()[:20]}.{(image_format or 'img').lower()}"
+            target = self.embedded_dir / name
+            if not target.exists():
+                target.write_bytes(value)
+            return self.embedded_dir_final / name, width, height
         if not isinstance(value, str) or not value:
             raise Rejected("image_missing", repr(value)[:80])
-        path = (self.dataset_root / value).resolve()
+        path = (self.root / value).resolve()
+        if not path.is_relative_to(self.root):
+            raise Rejected("image_outside_dataset", value[:200])
         if not path.is_file():
-            raise Rejected("image_missing", value)
-        return path
+            raise Rejected("image_missing", value[:200])
+        width, height, _ = self._header(path, value)
+        self._check_declared_size(raw, width, height)
+        return path, width, height
 
-    def _image_size(self, path: Path, raw: dict[str, Any]) -> tuple[int, int]:
+    @staticmethod
+    def _header(source, name: str) -> tuple[int, int, str | None]:
+        """Size and format from the image header: PIL decodes no pixels until asked."""
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as image:  # reads the header only
-                width, height = image.size
-        except (UnidentifiedImageError, OSError) as err:
-            raise Rejected("image_undecodable", f"{path.name}: {err}") from None
-        declared = (raw.get(self.fields.width or ""), raw.get(self.fields.height or ""))
-        if declared != (None, None) and declared != (width, height):
-            raise Rejected("size_mismatch", f"declared {declared}, image is {(width, height)}")
-        return width, height
+            with Image.open(source) as image:
+                return image.width, image.height, image.format
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise Rejected("image_undecodable", f"{name[:200]}: {err}") from None
+
+    def _check_declared_size(self, raw: dict[str, Any], width: int, height: int) -> None:
+        declared = [raw.get(key) for key in (self.fields.width, self.fields.height) if key]
+        if all(v is None for v in declared):
+            return  # absent: the header's size is used
+        if not all(type(v) is int and v > 0 for v in declared):
+            raise Rejected("size_invalid", repr(declared)[:80])
+        if declared != [width, height][: len(declared)]:
+            raise Rejected("size_mismatch", f"declared {declared}, image is {[width, height]}")
 
     def _boxes(self, value: Any, width: int, height: int) -> tuple[list[list[float]], bool]:
         if not isinstance(value, list) or not value:
@@ -149,20 +198,60 @@ class RowChecker:
             raise Rejected("too_many_tokens", f"{needed} prompt tokens > budget {self.token_budget}")
 
 
-def read_raw_rows(root: Path, pattern: str) -> Iterator[tuple[str, int, Any]]:
-    """(file, line number, parsed row) for every line of every table under root, streamed."""
-    tables = sorted(p for p in root.glob(pattern) if p.is_file())
-    if not tables:
-        raise FileNotFoundError(f"no table matches {pattern!r} under {root}")
-    for table in tables:
-        with table.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield str(table.relative_to(root)), number, json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield str(table.relative_to(root)), number, {"__unparsed__": line.rstrip("\n"), "error": str(err)}
+# Files under the dataset folder that are not tables: provenance and huggingface_hub's own metadata.
+NOT_TABLES = {"SOURCE.json"}
+
+
+def find_tables(root: Path, patterns: list[str]) -> list[Path]:
+    found = {
+        p
+        for pattern in patterns
+        for p in root.glob(pattern)
+        if p.is_file() and p.name not in NOT_TABLES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+    if not found:
+        raise FileNotFoundError(f"no table matches {patterns} under {root}")
+    return sorted(found)
+
+
+def read_raw_rows(root: Path, patterns: list[str]) -> Iterator[tuple[str, int, Any]]:
+    """(table, row number, row) for every row of every table under root: JSONL and Parquet streamed.
+
+    A JSON file holds one array of rows (or an object with one list-valued key) and is read whole:
+    JSON arrays cannot be streamed with the standard library. A line or file that does not parse
+    yields one row {"__unparsed__": text, "error": message}, so it is counted and set aside.
+    """
+    for table in find_tables(root, patterns):
+        name = str(table.relative_to(root))
+        suffix = table.suffix.lower()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            number = 0
+            for batch in pq.ParquetFile(table).iter_batches(batch_size=256):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield name, number, row
+        elif suffix == ".json":
+            try:
+                data = json.loads(table.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                yield name, 1, {"__unparsed__": "<whole file>", "error": str(err)}
+                continue
+            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                data = next(iter(data.values()))
+            rows = data if isinstance(data, list) else [data]
+            for number, row in enumerate(rows, start=1):
+                yield name, number, row
+        else:
+            with table.open(encoding="utf-8", errors="replace") as f:
+                for number, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield name, number, json.loads(line)
+                    except json.JSONDecodeError as err:
+                        yield name, number, {"__unparsed__": line.rstrip("\n")[:2000], "error": str(err)}
 
 
 def is_validation(row_key: str, seed: int, fraction: float) -> bool:
@@ -181,34 +270,51 @@ def prompt_token_counter(model_dir: Path):
     return lambda question: overhead + len(tokenizer(question).input_ids)
 
 
+def json_safe(value: Any) -> Any:
+    """A row as JSON can hold it: embedded image bytes become their length and sha256."""
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": len(value), "sha256": hashlib.sha256(value).hexdigest()}
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def preprocess(
     params: PreprocessParams, vision: VisionParams, train: TrainParams, raw_dir: Path, model_dir: Path, out_dir: Path
 ) -> dict[str, Any]:
-    checker = RowChecker(
-        dataset_root=raw_dir,
-        fields=params.fields,
-        vision=vision,
-        token_budget=train.max_length - train.max_completion_length,
-        prompt_tokens=prompt_token_counter(model_dir),
-    )
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    columns_seen: set[str] = set()
     with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        checker = RowChecker(
+            dataset_root=raw_dir,
+            fields=params.fields,
+            vision=vision,
+            token_budget=train.max_length - train.max_completion_length,
+            prompt_tokens=prompt_token_counter(model_dir),
+            embedded_dir=tmp / "images",
+            embedded_dir_final=out_dir.resolve() / "images",
+        )
         with (
             (tmp / "train.jsonl").open("w", encoding="utf-8") as train_f,
             (tmp / "val.jsonl").open("w", encoding="utf-8") as val_f,
             (tmp / "rejected.jsonl").open("w", encoding="utf-8") as rejected_f,
         ):
-            for table, number, raw in read_raw_rows(raw_dir, params.table_glob):
+            for table, number, raw in read_raw_rows(raw_dir, params.tables):
                 counts["rows_in"] += 1
                 try:
                     if not isinstance(raw, dict) or "__unparsed__" in raw:
-                        raise Rejected("unparseable_row", str(raw.get("error", ""))[:80])
+                        detail = raw.get("error", "") if isinstance(raw, dict) else f"a {type(raw).__name__}"
+                        raise Rejected("unparseable_row", str(detail)[:80])
+                    columns_seen.update(raw)
                     row, clipped = checker.check(raw)
                 except Rejected as rej:
                     reasons[rej.reason] += 1
-                    record = {"file": table, "line": number, "reason": rej.reason, "detail": rej.detail, "row": raw}
-                    rejected_f.write(json.dumps(record) + "\n")
+                    record = {"file": table, "line": number, "reason": rej.reason, "detail": rej.detail}
+                    rejected_f.write(json.dumps({**record, "row": json_safe(raw)}, default=str) + "\n")
                     continue
                 counts["clipped"] += clipped
                 row_key = f"{table}:{raw.get('id', number)}"
@@ -219,6 +325,7 @@ def preprocess(
         rejected = sum(reasons.values())
         if kept + rejected != counts["rows_in"]:
             raise RuntimeError(f"row accounting broke: {kept} kept + {rejected} rejected != {counts['rows_in']} in")
+        _check_field_mapping(params.fields, columns_seen, counts["rows_in"], reasons)
         if counts["train"] == 0:
             raise ValueError(
                 f"no training rows survived preprocessing of {counts['rows_in']} rows; "
@@ -233,6 +340,20 @@ def preprocess(
         "rejected": rejected,
         "rejected_by_reason": dict(sorted(reasons.items())),
     }
+
+
+def _check_field_mapping(fields: FieldMap, columns_seen: set[str], rows_in: int, reasons: Counter) -> None:
+    """A mapped field that no row has is a wrong mapping, not bad rows: say which columns exist."""
+    if not columns_seen:
+        return
+    required = {"image": fields.image, "question": fields.question, "answers": fields.answers}
+    required |= {"caption": fields.caption, "boxes": fields.boxes}
+    absent = {name: column for name, column in required.items() if column not in columns_seen}
+    if absent:
+        wrong = ", ".join(f"preprocess.fields.{name} = {column!r}" for name, column in absent.items())
+        raise ValueError(
+            f"{wrong}: no row of the {rows_in} read has that column; the tables have: {sorted(columns_seen)}"
+        )
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def good_row(i: int, **overrides) -> dict:
 def make_dataset(root: Path, rows: list) -> Path:
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (100, 80), "white").save(root / "images/a.png")
+    Image.new("RGB", (1000, 4), "white").save(root / "images/thin.png")
+    Image.new("RGB", (10, 10), "white").save(root.parent / "outside.png")
     (root / "images/broken.png").write_bytes(b"not a png")
     with (root / "data.jsonl").open("w") as f:
         for row in rows:
@@ -74,35 +77,109 @@ def test_good_row_becomes_an_ms_swift_grpo_row(tmp_path):
     assert rejected == []
 
 
+def png_bytes(size=(100, 80)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, "green").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 BAD_ROWS = [
     (good_row(1, image="images/missing.png"), "image_missing"),
-    (good_row(2, image="images/broken.png"), "image_undecodable"),
-    (good_row(3, width=200), "size_mismatch"),
-    (good_row(4, bbox=[[10, 10, 40]]), "bbox_malformed"),
-    (good_row(5, bbox=[[40, 10, 10, 40]]), "bbox_inverted"),
-    (good_row(6, bbox=[[10, 10, 10, 40]]), "bbox_zero_area"),
-    (good_row(7, bbox=[[10, 10, 140, 40]]), "bbox_outside"),
-    (good_row(8, question="  "), "empty_question"),
-    (good_row(9, answer=[]), "no_answer"),
-    (good_row(10, caption=""), "empty_caption"),
+    (good_row(2, image=None), "image_missing"),
+    (good_row(3, image="../outside.png"), "image_outside_dataset"),
+    (good_row(4, image="images/broken.png"), "image_undecodable"),
+    (good_row(5, image="images"), "image_missing"),  # a folder, not a file
+    (good_row(6, width="100"), "size_invalid"),
+    (good_row(7, width=200), "size_mismatch"),
+    (good_row(8, image="images/thin.png", width=1000, height=4, bbox=[[0, 0, 10, 4]]), "image_aspect_ratio"),
+    (good_row(9, bbox=[[10, 10, 40]]), "bbox_malformed"),
+    (good_row(10, bbox=[[10, float("nan"), 40, 40]]), "bbox_malformed"),
+    (good_row(11, bbox=[["10", "10", "40", "40"]]), "bbox_malformed"),
+    (good_row(12, bbox=[]), "bbox_malformed"),
+    (good_row(13, bbox=[[True, 10, 40, 40]]), "bbox_malformed"),
+    (good_row(14, bbox=[[40, 10, 10, 40]]), "bbox_inverted"),
+    (good_row(15, bbox=[[10, 10, 10, 40]]), "bbox_zero_area"),
+    (good_row(16, bbox=[[10, 10, 140, 40]]), "bbox_outside"),
+    (good_row(17, question="  "), "empty_question"),
+    (good_row(18, question=42), "empty_question"),
+    (good_row(19, answer=[]), "no_answer"),
+    (good_row(20, answer=["", "  ", 3]), "no_answer"),
+    (good_row(21, caption=""), "empty_caption"),
     (good_row(0), "duplicate"),
-    ({k: v for k, v in good_row(11).items() if k != "bbox"}, "missing_field"),
+    ({k: v for k, v in good_row(22).items() if k != "bbox"}, "missing_field"),
     ("{not json", "unparseable_row"),
+    ("[1, 2]", "unparseable_row"),
+    (good_row(23, question="Which " + "very " * 1500 + "red shape?"), "too_many_tokens"),
 ]
 
 
 def test_bad_rows_are_set_aside_with_their_reason_and_nothing_is_lost(tmp_path):
-    rows = [good_row(0)] + [row for row, _ in BAD_ROWS] + [good_row(99)]
+    """26 malformed rows of 24 kinds among good ones: each rejected with its reason, good rows intact."""
+    from stages.preprocess import REASONS
+
+    good = [good_row(0), good_row(50, width=None, height=None), good_row(51, answer="red")]
+    rows = good[:1] + [row for row, _ in BAD_ROWS] + good[1:]
     report, train, rejected = run(tmp_path, rows)
-    assert report["rows_in"] == len(rows)
+    assert report["rows_in"] == len(rows) == 29
     assert report["kept"] + report["rejected"] == report["rows_in"]
     assert [r["reason"] for r in rejected] == [reason for _, reason in BAD_ROWS]
+    assert {reason for _, reason in BAD_ROWS} == set(REASONS)
     assert [r["line"] for r in rejected] == list(range(2, 2 + len(BAD_ROWS)))
     assert rejected[0]["row"] == BAD_ROWS[0][0]  # the original row is kept
-    assert [r["messages"][0]["content"] for r in train] == [
-        "<image>What color is shape 0?",
-        "<image>What color is shape 99?",
+    image = str((tmp_path / "raw/images/a.png").resolve())
+    expected = [
+        {
+            "messages": [{"role": "user", "content": f"<image>What color is shape {i}?"}],
+            "images": [image],
+            "bboxs": [[10, 10, 40, 40]],
+            "width": 100,
+            "height": 80,
+            "possible_answers": ["red"],
+            "image_caption": "A red square.",
+        }
+        for i in (0, 50, 51)
     ]
+    assert train == expected
+    assert report["rejected_by_reason"]["bbox_malformed"] == 5
+
+
+def test_parquet_with_embedded_image_bytes_and_json_tables(tmp_path, tiny_model_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = make_dataset(tmp_path / "raw", [])
+    (raw / "data.jsonl").unlink()
+    rows = [
+        good_row(0, image={"bytes": png_bytes(), "path": "x.png"}),
+        good_row(1, image={"bytes": b"garbage", "path": "y.png"}),
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), raw / "part-0.parquet")
+    (raw / "more.json").write_text(json.dumps({"data": [good_row(2)]}))
+    (raw / "SOURCE.json").write_text(json.dumps({"repo_id": "x"}))  # provenance, not a table
+    out = tmp_path / "processed"
+    report = preprocess(PreprocessParams(val_fraction=0.0, seed=0), VISION, train_params(), raw, tiny_model_dir, out)
+    assert (report["rows_in"], report["kept"], report["rejected_by_reason"]) == (3, 2, {"image_undecodable": 1})
+    rejected = json.loads((out / "rejected.jsonl").read_text())
+    digest = hashlib.sha256(b"garbage").hexdigest()
+    assert rejected["row"]["image"] == {"bytes": {"bytes": 7, "sha256": digest}, "path": "y.png"}
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    embedded = next(Path(row["images"][0]) for row in train if "/processed/" in row["images"][0])
+    assert embedded.parent == out.resolve() / "images" and embedded.suffix == ".png"
+    assert embedded.read_bytes() == png_bytes()
+    assert Image.open(embedded).size == (100, 80)
+
+
+def test_a_mapped_field_no_row_has_lists_the_columns(tmp_path):
+    rows = [{**good_row(i, bbox=None), "boxes": [[1, 1, 5, 5]]} for i in range(3)]
+    for row in rows:
+        row.pop("bbox")
+    with pytest.raises(ValueError) as err:
+        run(tmp_path, rows)
+    message = str(err.value)
+    assert "preprocess.fields.boxes = 'bbox': no row of the 3 read has that column" in message
+    assert "'boxes'" in message and "'caption'" in message
 
 
 def test_boxes_slightly_outside_are_clipped_and_counted(tmp_path):
