@@ -9,12 +9,11 @@ into place.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
-import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,7 +206,9 @@ def find_tables(root: Path, patterns: list[str]) -> list[Path]:
         p
         for pattern in patterns
         for p in root.glob(pattern)
-        if p.is_file() and p.name not in NOT_TABLES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file()
+        and p.name not in NOT_TABLES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     }
     if not found:
         raise FileNotFoundError(f"no table matches {patterns} under {root}")

@@ -20,8 +20,10 @@ RETRYABLE_HTTP_STATUS = {408, 429, 500, 502, 503, 504}
 def is_transient(err: BaseException) -> bool:
     import httpx
     import requests
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    if isinstance(err, OfflineModeIsEnabled):  # a ConnectionError, but HF_HUB_OFFLINE=1 will not pass
+        return False
     if isinstance(
         err, (ConnectionError, TimeoutError, httpx.TransportError, requests.ConnectionError, requests.Timeout)
     ):

@@ -30,44 +30,155 @@ def test_atomic_dir_replaces_on_success(tmp_path):
     assert [p.name for p in final.iterdir()] == ["new.txt"]
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_mirror(tmp_path, commit=COMMIT, rows=8):
+    """A folder laid out like a Hub snapshot of VQA-Verify, with the manifest our download writes."""
+    from stages import synthetic
+
+    mirror = tmp_path / "mirror"
+    synthetic.write_vqa_dataset(mirror, rows=rows, seed=1)
+    download.write_source(
+        mirror, repo_id="justairr/VQA-Verify", revision=commit, commit=commit, files=download.file_manifest(mirror)
+    )
+    return mirror
+
+
+def hub_params(revision=COMMIT, mirror=None, repo_id="justairr/VQA-Verify"):
+    return DownloadParams(
+        source="hub", hub=HubDatasetParams(repo_id=repo_id, revision=revision, local_mirror=mirror and str(mirror))
+    )
+
+
 def test_paper_dataset_from_a_local_mirror_offline(tmp_path, monkeypatch):
     """The paper download path, with HF_HUB_OFFLINE=1, against a folder laid out like a Hub snapshot."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    mirror = tmp_path / "mirror"
-    download_dir = tmp_path / "raw"
-    from stages import synthetic
-
-    synthetic.write_vqa_dataset(mirror, rows=8, seed=1)
-    download.write_source(mirror, repo_id="justairr/VQA-Verify", revision="main", commit="a" * 40)
-    monkeypatch.setattr(download, "RAW_DIR", download_dir)
-    params = DownloadParams(
-        source="hub", hub=HubDatasetParams(repo_id="justairr/VQA-Verify", revision="main", local_mirror=str(mirror))
-    )
-    files = download.download_dataset(params)
+    mirror = make_mirror(tmp_path)
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    files = download.download_dataset(hub_params(mirror=mirror))
     assert files == 8 + 2  # 8 images, data.jsonl, SOURCE.json
-    assert (download_dir / "data.jsonl").read_text() == (mirror / "data.jsonl").read_text()
-    source = json.loads((download_dir / "SOURCE.json").read_text())
-    assert source == {"repo_id": "justairr/VQA-Verify", "revision": "main", "commit": "a" * 40}
+    assert (tmp_path / "raw/data.jsonl").read_text() == (mirror / "data.jsonl").read_text()
+    source = json.loads((tmp_path / "raw/SOURCE.json").read_text())
+    assert (source["repo_id"], source["revision"], source["commit"]) == ("justairr/VQA-Verify", COMMIT, COMMIT)
+    assert source["files"]["data.jsonl"] == (mirror / "data.jsonl").stat().st_size
+    assert len(source["files"]) == 9
+
+
+def test_a_branch_name_is_refused_with_how_to_pin(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    with pytest.raises(download.DownloadError) as err:
+        download.download_dataset(hub_params(revision="main", mirror=make_mirror(tmp_path)))
+    message = str(err.value)
+    assert message.startswith("download.hub.revision: 'main' is not a commit hash")
+    assert "HfApi().repo_info('justairr/VQA-Verify', repo_type='dataset', revision='main').sha" in message
+    assert not (tmp_path / "raw").exists()
+
+
+def test_files_missing_from_the_mirror_are_named(tmp_path, monkeypatch):
+    mirror = make_mirror(tmp_path)
+    (mirror / "images/000003.png").unlink()
+    (mirror / "images/000005.png").unlink()
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    with pytest.raises(download.DownloadError) as err:
+        download.download_dataset(hub_params(mirror=mirror))
+    message = str(err.value)
+    assert "lacks 2 file(s) of its manifest: images/000003.png, images/000005.png" in message
+    assert f"hf download justairr/VQA-Verify --repo-type dataset --revision {COMMIT}" in message
+    assert "download.hub.local_mirror: DIR" in message
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_mirror_of_another_commit_is_refused(tmp_path, monkeypatch):
+    mirror = make_mirror(tmp_path, commit="f" * 40)
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    with pytest.raises(download.DownloadError, match=f"holds commit {'f' * 40}, params.yaml pins {COMMIT}"):
+        download.download_dataset(hub_params(mirror=mirror))
 
 
 def test_missing_mirror_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
-    params = DownloadParams(
-        source="hub", hub=HubDatasetParams(repo_id="x/y", revision="main", local_mirror=str(tmp_path / "nowhere"))
-    )
-    with pytest.raises(FileNotFoundError, match="local_mirror .*nowhere is not a folder"):
-        download.download_dataset(params)
+    with pytest.raises(download.DownloadError, match="local_mirror .*nowhere is not a folder"):
+        download.download_dataset(hub_params(mirror=tmp_path / "nowhere"))
     assert not (tmp_path / "raw").exists()
 
 
-def test_offline_hub_download_without_cache_fails_and_writes_nothing(tmp_path, monkeypatch):
+def test_offline_without_the_files_in_the_cache_says_how_to_fetch_them(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
-    params = DownloadParams(source="hub", hub=HubDatasetParams(repo_id="justairr/VQA-Verify", revision="main"))
-    with pytest.raises(Exception):
-        download.download_dataset(params)
+    with pytest.raises(download.DownloadError, match="is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"):
+        download.download_dataset(hub_params())
     assert not (tmp_path / "raw").exists()
+
+
+def _http_error(cls, status):
+    import httpx
+
+    request = httpx.Request("GET", "https://huggingface.co/api/datasets/x")
+    return cls("boom", response=httpx.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    "error_class, status, sentence",
+    [
+        ("GatedRepoError", 403, "is gated: accept its terms at https://huggingface.co/datasets/justairr/VQA-Verify"),
+        ("RepositoryNotFoundError", 404, "was not found on the Hub: check the name, or, if it is private"),
+        ("RevisionNotFoundError", 404, f"revision {COMMIT} does not exist in justairr/VQA-Verify"),
+        ("HfHubHTTPError", 401, "the Hub refused the token for justairr/VQA-Verify (401)"),
+    ],
+)
+def test_hub_errors_become_one_clear_sentence(tmp_path, monkeypatch, error_class, status, sentence):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def refuse(*args, **kwargs):
+        raise _http_error(getattr(errors, error_class), status)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    with pytest.raises(download.DownloadError) as err:
+        download.download_dataset(hub_params())
+    assert sentence in str(err.value)
+
+
+def test_transient_failures_are_retried_with_backoff_and_resume_the_partial_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls, sleeps = [], []
+
+    def flaky(repo_id, *, repo_type, revision, local_dir):
+        calls.append(local_dir)
+        if len(calls) < 3:
+            (local_dir / f"part{len(calls)}").write_text("x")
+            raise _http_error(huggingface_hub.errors.HfHubHTTPError, 503)
+        (local_dir / "data.jsonl").write_text("{}\n")
+        assert (local_dir / "part1").exists() and (local_dir / "part2").exists()  # earlier work kept
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", flaky)
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    download.download_dataset(hub_params())
+    assert len(calls) == 3 and sleeps == [2.0, 8.0]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["SOURCE.json", "data.jsonl", "part1", "part2"]
+
+
+def test_an_interrupted_download_leaves_no_output_but_keeps_its_partial_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def dies(repo_id, *, repo_type, revision, local_dir):
+        (local_dir / "half.parquet").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", dies)
+    monkeypatch.setattr(download, "RAW_DIR", tmp_path / "raw")
+    with pytest.raises(KeyboardInterrupt):
+        download.download_dataset(hub_params())
+    assert not (tmp_path / "raw").exists()
+    assert (tmp_path / ".raw.partial/half.parquet").exists()
 
 
 def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, monkeypatch):
