@@ -300,8 +300,9 @@ def union_areas_batch(
     for i, (pred, truth) in enumerate(pairs):
         groups.setdefault((len(pred), len(truth)), []).append(i)
     for (n_pred, n_truth), rows in groups.items():
-        pred = np.array([pairs[i][0] for i in rows], dtype=np.float64).reshape(len(rows), n_pred, 4)
-        truth = np.array([pairs[i][1] for i in rows], dtype=np.float64).reshape(len(rows), n_truth, 4)
+        pred = np.array([v for i in rows for box in pairs[i][0] for v in box], dtype=np.float64)
+        truth = np.array([v for i in rows for box in pairs[i][1] for v in box], dtype=np.float64)
+        pred, truth = pred.reshape(len(rows), n_pred, 4), truth.reshape(len(rows), n_truth, 4)
         if scales is not None:
             pred = pred * np.array([scales[i] for i in rows])[:, None, [0, 1, 0, 1]]
         if clip_to is not None:
@@ -317,8 +318,10 @@ def union_areas_batch(
         cx, cy = (xs[:, :-1] + xs[:, 1:]) / 2, (ys[:, :-1] + ys[:, 1:]) / 2
         in_x = (boxes[:, :, 0, None] <= cx[:, None, :]) & (cx[:, None, :] < boxes[:, :, 2, None])  # (B, K, X)
         in_y = (boxes[:, :, 1, None] <= cy[:, None, :]) & (cy[:, None, :] < boxes[:, :, 3, None])  # (B, K, Y)
-        covered = in_x[:, :, :, None] & in_y[:, :, None, :]  # (B, K, X, Y)
-        by_pred, by_truth = covered[:, :n_pred].any(axis=1), covered[:, n_pred:].any(axis=1)
+        # A cell (x, y) is covered by a set when some box of it spans both: a boolean matrix product.
+        in_x, in_y = in_x.astype(np.float32), in_y.astype(np.float32)
+        by_pred = np.matmul(in_x[:, :n_pred].transpose(0, 2, 1), in_y[:, :n_pred]) > 0  # (B, X, Y)
+        by_truth = np.matmul(in_x[:, n_pred:].transpose(0, 2, 1), in_y[:, n_pred:]) > 0
         cell = np.diff(xs, axis=1)[:, :, None] * np.diff(ys, axis=1)[:, None, :]
         inter[rows] = (cell * (by_pred & by_truth)).sum(axis=(1, 2))
         union[rows] = (cell * (by_pred | by_truth)).sum(axis=(1, 2))
@@ -374,15 +377,27 @@ class BoundingBoxAccuracy(ORM):
     def __call__(self, completions, bboxs, width, height, **kwargs) -> list[float]:
         scores = [0.0] * len(completions)
         rows, pairs, scales, sizes = [], [], [], []
-        for i, item in enumerate(zip(completions, bboxs, width, height)):
-            parsed = self.parse(*item)
-            if parsed is not None:
-                pred, truth, scale, size = parsed
-                rows.append(i)
-                pairs.append((pred, truth))
-                scales.append(scale)
-                sizes.append(size)
+        parse_block = paper_parse_boxes if self.mode == "paper" else parse_boxes
+        # ms-swift repeats a prompt's columns for each of its generations: parse each `bboxs` once.
+        truths: dict[int, list | None] = {}
+        for i, (completion, truth, w, h) in enumerate(zip(completions, bboxs, width, height)):
+            pred = parse_block(first_block(completion, "bbox"))
+            if pred is None:
+                continue
+            gt = truths[id(truth)] if id(truth) in truths else truths.setdefault(id(truth), coerce_boxes(truth))
+            w, h = _positive_int(w), _positive_int(h)
+            if gt is None or w is None or h is None:
+                continue
+            seen = seen_size(w, h, self.min_pixels, self.max_pixels)
+            if seen is None:  # the processor refuses the image (aspect ratio, a side resized to 0)
+                continue
+            rows.append(i)
+            pairs.append((pred, gt))
+            scales.append((w / seen[0], h / seen[1]))
+            sizes.append((float(w), float(h)))
         if rows:
+            # paper: corners reordered, as shapely.box does; corrected: predicted boxes clipped to the
+            # image (inverted boxes cover nothing either way in corrected).
             paper = self.mode == "paper"
             with np.errstate(all="ignore"):  # inf - inf from absurd paper-mode boxes: NaN, scored 0
                 inter, union = union_areas_batch(
@@ -394,26 +409,6 @@ class BoundingBoxAccuracy(ORM):
 
     def score(self, completion: Any, truth: Any, width: Any, height: Any) -> float:
         return self([completion], [truth], [width], [height])[0]
-
-    def parse(self, completion: Any, truth: Any, width: Any, height: Any):
-        """(predicted boxes in the model's pixels, truth boxes, (sx, sy) to original pixels, (w, h)).
-
-        None when the sample scores 0 whatever the boxes: no parseable block, malformed columns,
-        an image the processor refuses. paper: corners are reordered later, as shapely.box does;
-        corrected: predicted boxes are clipped to the image, and inverted boxes cover nothing.
-        """
-        block = first_block(completion, "bbox")
-        pred = paper_parse_boxes(block) if self.mode == "paper" else parse_boxes(block)
-        if pred is None:
-            return None
-        gt = coerce_boxes(truth)
-        w, h = _positive_int(width), _positive_int(height)
-        if gt is None or w is None or h is None:
-            return None
-        seen = seen_size(w, h, self.min_pixels, self.max_pixels)
-        if seen is None:
-            return None
-        return pred, gt, (w / seen[0], h / seen[1]), (float(w), float(h))
 
 
 # --- answers --------------------------------------------------------------------------------
