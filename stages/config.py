@@ -167,6 +167,8 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
+    # Processes under torch.distributed.run, each answering its shard (one per GPU).
+    nproc_per_node: int = Field(default=1, ge=1)
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(gt=0)
     # The official SATORI evaluation appends this to every question (FACTS.md).

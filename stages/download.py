@@ -13,6 +13,7 @@ end, so an interrupted run never leaves a folder that looks complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -238,16 +239,38 @@ def download_benchmarks(params: BenchmarksParams) -> dict[str, int]:
     return rows
 
 
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
-    """Copy an official TSV from the mirror folder, or let VLMEvalKit download (and md5-check) it."""
+    """The official TSV with VLMEvalKit's md5, from the mirror folder, else through VLMEvalKit's download.
+
+    VLMEvalKit silently re-downloads a TSV whose md5 differs from the one it holds, and fails
+    obscurely offline; this says which file, which md5 and where to get it instead.
+    """
+    from stages.vlmeval_compat import build_vlmeval_dataset, official_tsv
+
+    url, md5 = official_tsv(name)
+    get_it = f"download {url} (md5 {md5}) on a machine with access, into the folder set as benchmarks.mirror"
     if mirror:
         source = Path(mirror).expanduser() / f"{name}.tsv"
-        if not source.exists():
-            raise FileNotFoundError(f"benchmarks.mirror has no {source.name}: expected {source}")
+        if not source.is_file():
+            raise DownloadError(f"benchmarks.mirror has no {source.name} (looked for {source}): {get_it}")
+        actual = file_md5(source)
+        if md5 and actual != md5:
+            raise DownloadError(
+                f"{source} has md5 {actual}, but VLMEvalKit expects {md5} for {name} (it would try to re-download "
+                f"it): {get_it}"
+            )
         shutil.copy2(source, out / f"{name}.tsv")
         return
-    from stages.vlmeval_compat import build_vlmeval_dataset
-
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise DownloadError(f"{name}.tsv is not here and HF_HUB_OFFLINE=1 forbids downloading it: {get_it}")
     build_vlmeval_dataset(name, data_root=out)
 
 

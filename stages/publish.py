@@ -56,10 +56,13 @@ def code_revision() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def evaluation_table(metrics: dict[str, dict[str, float]]) -> str:
-    lines = ["| Benchmark | Base | Trained | Δ |", "|---|---:|---:|---:|"]
+def evaluation_table(metrics: dict[str, dict]) -> str:
+    with_plain = all("base_no_instruction" in row for row in metrics.values())
+    header = "| Benchmark | Base | Trained | Δ |" + (" Base, no SATORI instruction |" if with_plain else "")
+    lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "")]
     for name, row in metrics.items():
-        lines.append(f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |")
+        line = f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
+        lines.append(line + (f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""))
     return "\n".join(lines)
 
 

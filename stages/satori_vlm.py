@@ -27,7 +27,20 @@ def extract_answer(completion: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def message_key(message: list[dict]) -> tuple:
+    """A VLMEvalKit message as a hashable key (its images and texts, in order)."""
+    return tuple((part["type"], str(part["value"])) for part in message)
+
+
 class SatoriVLM(vlmeval_api().BaseModel):
+    """VLMEvalKit model adapter for SATORI-format models (base and trained alike).
+
+    VLMEvalKit asks for one answer at a time. Given the questions to come (`plan`), the adapter
+    answers them `batch_size` at a time with left-padded batched generation and hands VLMEvalKit
+    each answer when it asks, so VLMEvalKit's own loop (sharding across ranks, resume files,
+    merging on rank 0) runs unchanged.
+    """
+
     INTERLEAVE = False
 
     def __init__(
@@ -39,6 +52,7 @@ class SatoriVLM(vlmeval_api().BaseModel):
         min_pixels: int,
         max_pixels: int,
         max_new_tokens: int,
+        batch_size: int = 1,
         device: str = "auto",
     ):
         super().__init__()
@@ -48,7 +62,7 @@ class SatoriVLM(vlmeval_api().BaseModel):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         # bf16 + SDPA on a GPU; fp32 on the CPU, where greedy decoding is then exactly repeatable.
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             model_path, dtype=dtype, attn_implementation="sdpa"
         ).to(device)
@@ -56,10 +70,23 @@ class SatoriVLM(vlmeval_api().BaseModel):
         self.processor = AutoProcessor.from_pretrained(
             model_path, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
         )
+        self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
+        self.eos_ids = set(self.model.generation_config.eos_token_id or [])
+        if isinstance(self.model.generation_config.eos_token_id, int):
+            self.eos_ids = {self.model.generation_config.eos_token_id}
         self.system_prompt = system_prompt
         self.append_instruction = append_instruction
         self.max_new_tokens = max_new_tokens
-        self.completions: list[dict] = []
+        self.batch_size = batch_size
+        self.completions: list[dict] = []  # one record per answer handed to VLMEvalKit
+        self._pending: dict[tuple, list[dict]] = {}  # planned messages not generated yet, in order
+        self._index_of: dict[tuple, object] = {}  # planned message -> dataset index
+        self._ready: dict[tuple, tuple[str, int]] = {}  # generated, not yet asked: (completion, tokens)
+
+    def plan(self, planned: list[tuple[object, list[dict]]]) -> None:
+        """The (index, message) pairs VLMEvalKit is about to ask for, in its order."""
+        self._pending = {message_key(m): m for _, m in planned}
+        self._index_of = {message_key(m): index for index, m in planned}
 
     def _chat(self, message: list[dict]) -> tuple[str, list[Image.Image]]:
         content, images = [], []
@@ -76,23 +103,41 @@ class SatoriVLM(vlmeval_api().BaseModel):
         return text, images
 
     @torch.inference_mode()
-    def _generate_text(self, text: str, images: list[Image.Image]) -> str:
-        """Greedy completion of one chat prompt."""
-        inputs = self.processor(text=[text], images=images or None, return_tensors="pt").to(self.device)
+    def _generate_batch(self, messages: list[list[dict]]) -> list[tuple[str, int]]:
+        """Greedy completions of several chat prompts in one left-padded batch: (text, tokens) each."""
+        prompts = [self._chat(m) for m in messages]
+        images = [image for _, row_images in prompts for image in row_images]
+        inputs = self.processor(
+            text=[text for text, _ in prompts], images=images or None, padding=True, return_tensors="pt"
+        ).to(self.device)
         output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        results = []
+        for row in new_tokens:
+            length = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), len(row))
+            text = self.processor.decode(row[:length], skip_special_tokens=True)
+            results.append((text, length))
+        return results
 
     def generate_inner(self, message, dataset=None) -> str:
-        completion = self._generate_text(*self._chat(message))
+        key = message_key(message)
+        if key not in self._ready:
+            self._pending.pop(key, None)
+            batch = [message]
+            while self._pending and len(batch) < self.batch_size:
+                batch.append(self._pending.pop(next(iter(self._pending))))
+            for m, result in zip(batch, self._generate_batch(batch)):
+                self._ready[message_key(m)] = result
+        completion, tokens = self._ready.pop(key)
         answer = extract_answer(completion)
-        question = " ".join(p["value"] for p in message if p["type"] == "text")
-        images_seen = [p["value"] for p in message if p["type"] == "image"]
         self.completions.append(
             {
                 "dataset": dataset,
-                "images": images_seen,
-                "question": question,
+                "index": self._index_of.get(key),
+                "images": [p["value"] for p in message if p["type"] == "image"],
+                "question": " ".join(p["value"] for p in message if p["type"] == "text"),
                 "completion": completion,
+                "completion_tokens": tokens,
                 "answer": answer,
             }
         )

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,19 @@ def stage_run(stage: str, experiment: str, profile: str, params: Mapping[str, An
         yield run
 
 
+# MLflow metric names allow letters, digits, _ - . / and spaces; benchmark categories may hold more.
+_METRIC_NAME_UNSAFE = re.compile(r"[^\w\-./ ]")
+
+
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log the finite numbers of a flat mapping to the active run."""
     import mlflow
 
-    clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    clean = {
+        _METRIC_NAME_UNSAFE.sub("_", k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    }
     if clean:
         mlflow.log_metrics(clean, step=step)
 

@@ -58,3 +58,14 @@ def build_vlmeval_dataset(name: str, data_root: Path):
     if dataset is None:
         raise FileNotFoundError(f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}")
     return dataset
+
+
+def official_tsv(name: str) -> tuple[str, str]:
+    """(download URL, md5) VLMEvalKit holds for an official benchmark; KeyError for an unknown name."""
+    vlmeval_api()
+    from vlmeval.dataset import DATASET_CLASSES
+
+    for cls in DATASET_CLASSES:
+        if name in cls.supported_datasets() and name in getattr(cls, "DATASET_URL", {}):
+            return cls.DATASET_URL[name], cls.DATASET_MD5.get(name, "")
+    raise KeyError(f"{name!r} is not an official VLMEvalKit image benchmark with a download URL")

@@ -90,6 +90,8 @@ def test_trained_checkpoint_loads_and_generates(pipeline_run):
 
 
 def test_accuracies_for_both_benchmarks_and_models(pipeline_run):
+    import pandas as pd
+
     repo, _, summary, _ = pipeline_run
     metrics = json.loads((repo / "reports/evaluate.json").read_text())
     assert set(metrics) == {"SatoriTiny_MMBench", "SatoriTiny_MMStar"}
@@ -101,6 +103,18 @@ def test_accuracies_for_both_benchmarks_and_models(pipeline_run):
         acc = _acc_from_results(repo / "reports/evaluate", "trained", name)
         assert row["trained"] == pytest.approx(acc)
     assert summary["evaluation"] == metrics
+    mmbench = metrics["SatoriTiny_MMBench"]
+    assert 0.0 <= mmbench["base_no_instruction"] <= 1.0
+    assert set(mmbench["categories"]) >= {"color_recognition", "shape_recognition"}
+    assert 0 < mmbench["trained_mean_completion_tokens"] <= 64  # evaluate.max_new_tokens
+    # The raw completion of every question, next to its index, for reading captions and boxes.
+    raw = repo / "reports/evaluate/trained_satori-trained_SatoriTiny_MMStar_completions.jsonl"
+    records = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(24))
+    predictions = pd.read_csv(repo / "reports/evaluate/trained_satori-trained_SatoriTiny_MMStar.tsv", sep="\t")
+    by_index = dict(zip(predictions["index"], predictions["prediction"].astype(str)))
+    for r in records:
+        assert by_index[r["index"]] == (r["answer"] if r["answer"] is not None else r["completion"])
 
 
 def _acc_from_results(report_dir: Path, label: str, benchmark: str) -> float:

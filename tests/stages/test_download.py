@@ -192,3 +192,32 @@ def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, monkeypatch):
     dataset = build_vlmeval_dataset("SatoriTiny_MMBench", tmp_path / "bench")
     assert type(dataset).__name__ == "CustomMCQDataset"
     assert len(dataset) == 48
+
+
+def test_official_benchmark_tsv_from_a_mirror_is_md5_checked(tmp_path):
+    from stages.vlmeval_compat import official_tsv
+
+    url, md5 = official_tsv("MMStar")
+    assert url.endswith("MMStar.tsv") and len(md5) == 32
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(download.DownloadError) as err:
+        download._fetch_official_tsv("MMStar", str(mirror), out)
+    assert f"benchmarks.mirror has no MMStar.tsv (looked for {mirror / 'MMStar.tsv'})" in str(err.value)
+    assert f"download {url} (md5 {md5})" in str(err.value)
+    (mirror / "MMStar.tsv").write_text("index\tquestion\n1\tq\n")
+    with pytest.raises(download.DownloadError) as err:
+        download._fetch_official_tsv("MMStar", str(mirror), out)
+    actual = download.file_md5(mirror / "MMStar.tsv")
+    assert f"has md5 {actual}, but VLMEvalKit expects {md5} for MMStar" in str(err.value)
+    assert not (out / "MMStar.tsv").exists()
+
+
+def test_official_benchmark_offline_without_a_mirror_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        download.DownloadError, match=r"MMBench_DEV_EN.tsv is not here and HF_HUB_OFFLINE=1.*md5 [0-9a-f]{32}"
+    ):
+        download._fetch_official_tsv("MMBench_DEV_EN", None, tmp_path)

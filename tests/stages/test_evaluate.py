@@ -38,9 +38,9 @@ class ScriptedVLM(SatoriVLM):
         self.replies = list(replies)
         self.prompts = []
 
-    def _generate_text(self, text, images):
-        self.prompts.append(text)
-        return self.replies.pop(0)
+    def _generate_batch(self, messages):
+        self.prompts += [self._chat(m)[0] for m in messages]
+        return [(self.replies.pop(0), 7) for _ in messages]
 
 
 def test_adapter_strips_tags_keeps_the_raw_completion_and_appends_the_instruction(tiny_model_dir, tmp_path):
@@ -55,15 +55,44 @@ def test_adapter_strips_tags_keeps_the_raw_completion_and_appends_the_instructio
     assert vlm.generate(message, dataset="D") == "no tags, B"
     assert vlm.completions[0] == {
         "dataset": "D",
+        "index": None,
         "images": [str(image)],
         "question": "Question: which?",
         "completion": raw,
+        "completion_tokens": 7,
         "answer": "B",
     }
     assert vlm.completions[1]["answer"] is None
     prompt = vlm.prompts[0]
     assert prompt.startswith("<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|>")
     assert prompt.endswith("Question: which?" + SATORI_INSTRUCTION + "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_planned_questions_are_answered_in_batches_identical_to_one_at_a_time(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    planned = []
+    for i, (size, colour) in enumerate([((100, 60), "blue"), ((60, 100), "red"), ((224, 224), "green")] * 2):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", size, colour).save(path)
+        planned.append((i, [{"type": "image", "value": str(path)}, {"type": "text", "value": f"Colour {i}?"}]))
+    answers = {}
+    for batch_size in (1, 4):
+        vlm = SatoriVLM(
+            tiny_model_dir, system_prompt="SYS", append_instruction=True, min_pixels=3136, max_pixels=50176,
+            max_new_tokens=8, batch_size=batch_size,
+        )  # fmt: skip
+        calls = []
+        original = vlm._generate_batch
+        vlm._generate_batch = lambda messages: calls.append(len(messages)) or original(messages)
+        vlm.plan(planned)
+        for _, message in planned:
+            vlm.generate(message, dataset="D")
+        answers[batch_size] = [(r["index"], r["completion"], r["completion_tokens"]) for r in vlm.completions]
+        assert calls == ([1] * 6 if batch_size == 1 else [4, 2])
+    assert answers[1] == answers[4]  # fp32 greedy decoding: left-padded batches change nothing
+    assert [index for index, _, _ in answers[4]] == list(range(6))
+    assert all(0 < tokens <= 8 for _, _, tokens in answers[4])
 
 
 def test_adapter_generates_with_the_real_model(tiny_model_dir, tmp_path):
