@@ -66,6 +66,16 @@ def evaluation_table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def category_table(metrics: dict[str, dict]) -> str:
+    """Per-category accuracy (%) of each benchmark, base against trained."""
+    lines = ["| Benchmark | Category | Base | Trained | Δ |", "|---|---|---:|---:|---:|"]
+    for name, row in metrics.items():
+        for category, acc in row.get("categories", {}).items():
+            base, trained, delta = (100 * acc[k] for k in ("base", "trained", "delta"))
+            lines.append(f"| {name} | {category} | {base:.1f} | {trained:.1f} | {delta:+.1f} |")
+    return "\n".join(lines)
+
+
 def model_card(
     *, profile_name: str, profile: Profile, evaluation: dict, data_source: dict, base_source: dict, code_rev: str
 ) -> str:
@@ -96,6 +106,10 @@ def model_card(
         "Accuracy (%) through VLMEvalKit, exact matching, base model against this one:",
         "",
         evaluation_table(evaluation),
+        "",
+        "Per category:",
+        "",
+        category_table(evaluation),
         "",
         "## Training",
         "",

@@ -102,3 +102,8 @@ def test_params_dump_in_the_folder_holds_only_the_active_profile(tmp_path, monke
 
     dumped = yaml.safe_load((out / "params.yaml").read_text())
     assert list(dumped) == ["profile", "tiny"] and dumped["profile"] == "tiny"
+
+
+def test_category_table():
+    evaluation = {"B": {"categories": {"color": {"base": 0.5, "trained": 0.75, "delta": 0.25}}}}
+    assert publish.category_table(evaluation).splitlines()[2] == "| B | color | 50.0 | 75.0 | +25.0 |"
