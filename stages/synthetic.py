@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from stages.config import SATORI_INSTRUCTION, system_prompt
+
 COLORS = {
     "red": (220, 30, 30),
     "green": (30, 170, 60),
@@ -216,8 +218,6 @@ def warmup_examples(count: int, seed: int, seen_size) -> list[tuple[Image.Image,
     the official evaluation's instruction appended. Target boxes are in the
     pixels of the image as the model sees it: `seen_size(w, h) -> (w', h')`.
     """
-    from stages.config import SATORI_INSTRUCTION
-
     rng = random.Random(f"warmup-{seed}")  # a stream of its own: no scene shared with the dataset or benchmarks
     examples = []
     for i in range(count):
@@ -239,8 +239,6 @@ def warmup_examples(count: int, seed: int, seen_size) -> list[tuple[Image.Image,
 
 def tokenizer_corpus(rows: int = 200, seed: int = 12345) -> list[str]:
     """Texts the tiny tokenizer's BPE is trained on: the synthetic data's words and the prompts around them."""
-    from stages.config import SATORI_INSTRUCTION, system_prompt
-
     texts = [system_prompt(), SATORI_INSTRUCTION, mcq_prompt("Which shape is red?", ["a", "b", "c", "d"])]
     for _, text, target in warmup_examples(rows, seed, lambda w, h: (w, h)):
         texts += [text, target]

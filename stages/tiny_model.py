@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from stages.config import system_prompt
+
 # ms-swift's qwen2_5_vl template hard-codes image_token_id = 151655, so the
 # tokenizer must place Qwen's special tokens at Qwen's ids (FACTS.md).
 FIRST_SPECIAL_ID = 151643
@@ -231,7 +233,7 @@ def warm_start(model, processor, examples, *, steps: int, batch_size: int, lr: f
     position_of[live] = torch.arange(len(live))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    system = _system_prompt()
+    system = system_prompt()
     losses = []
     model.train()
     for _ in range(steps):
@@ -261,12 +263,6 @@ def warm_start(model, processor, examples, *, steps: int, batch_size: int, lr: f
         losses.append(loss.item())
     model.eval()
     return losses
-
-
-def _system_prompt() -> str:
-    from stages.config import system_prompt
-
-    return system_prompt()
 
 
 def _chat_prompt(processor, system: str, user_text: str) -> str:
