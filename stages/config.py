@@ -89,6 +89,7 @@ class BaseModelParams(Section):
     tiny: TinyModelParams | None = None
     repo_id: str | None = None
     revision: str | None = None
+    local_mirror: str | None = None  # a folder holding the model at that revision (offline machines)
 
     @model_validator(mode="after")
     def _source_has_settings(self) -> BaseModelParams:

@@ -82,6 +82,11 @@ def file_manifest(folder: Path) -> dict[str, int]:
     }
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, at call time (tests and flows set it late)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def require_pinned(repo_id: str, revision: str, repo_type: str, param: str) -> None:
     """Refuse a branch or tag: it moves, and a rerun would silently train on other data."""
     if COMMIT_HASH.fullmatch(revision):
@@ -107,7 +112,7 @@ def hub_snapshot(repo_id: str, revision: str, repo_type: str, dest: Path, local_
     )
     if local_mirror:
         _copy_mirror(Path(local_mirror).expanduser(), dest, revision, fetch)
-    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    elif hub_offline():
         _copy_from_cache(repo_id, revision, repo_type, dest, fetch)
     else:
         _download(repo_id, revision, repo_type, dest)
@@ -213,7 +218,9 @@ def download_base_model(profile: Profile) -> None:
             tracking.log_metrics({"tiny_model.warmup_final_loss": losses[-1]} if losses else {})
             write_source(out, repo_id="tiny-qwen2.5-vl", revision=f"seed-{tiny.seed}", commit=None)
         else:
-            source = hub_snapshot(params.repo_id, params.revision, "model", out, None, "base_model.revision")
+            source = hub_snapshot(
+                params.repo_id, params.revision, "model", out, params.local_mirror, "base_model.revision"
+            )
             write_source(out, **source)
 
 
@@ -269,7 +276,7 @@ def _fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
             )
         shutil.copy2(source, out / f"{name}.tsv")
         return
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if hub_offline():
         raise DownloadError(f"{name}.tsv is not here and HF_HUB_OFFLINE=1 forbids downloading it: {get_it}")
     build_vlmeval_dataset(name, data_root=out)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -221,3 +222,24 @@ def test_official_benchmark_offline_without_a_mirror_says_where_to_get_it(tmp_pa
         download.DownloadError, match=r"MMBench_DEV_EN.tsv is not here and HF_HUB_OFFLINE=1.*md5 [0-9a-f]{32}"
     ):
         download._fetch_official_tsv("MMBench_DEV_EN", None, tmp_path)
+
+
+def test_paper_base_model_from_a_local_mirror_and_how_to_fetch_it(tmp_path, monkeypatch, tiny_model_dir):
+    from stages.config import load_profile
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(download, "BASE_MODEL_DIR", tmp_path / "base")
+    _, paper = load_profile(name="paper")
+    pinned = paper.base_model.model_copy(update={"revision": COMMIT})
+    with pytest.raises(download.DownloadError) as err:  # neither a mirror nor the cache has it
+        download.download_base_model(paper.model_copy(update={"base_model": pinned}))
+    assert "set base_model.local_mirror: DIR in params.yaml" in str(err.value)
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(tiny_model_dir, mirror)
+    mirrored = pinned.model_copy(update={"local_mirror": str(mirror)})
+    download.download_base_model(paper.model_copy(update={"base_model": mirrored}))
+    source = json.loads((tmp_path / "base/SOURCE.json").read_text())
+    assert (source["repo_id"], source["commit"]) == ("Qwen/Qwen2.5-VL-3B-Instruct", COMMIT)
+    assert (tmp_path / "base/model.safetensors").read_bytes() == (mirror / "model.safetensors").read_bytes()
