@@ -129,8 +129,7 @@ def satori_pipeline(profile: str | None = None) -> dict:
         ran = {stage: TASKS[stage](stage) for stage in STAGES}
         evaluation_file = REPO_ROOT / "reports" / "evaluate.json"
         evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
-        tracking.log_metrics({f"{b}.{k}": v for b, row in evaluation.items() for k, v in row.items()})
-        tracking.log_metrics({f"ran.{stage}": int(flag) for stage, flag in ran.items()})
+        tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
     return {"mlflow_run_id": run_id, "profile": name, "ran": ran, "evaluation": evaluation}
 
 

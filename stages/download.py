@@ -290,7 +290,7 @@ def main() -> None:
         download_base_model(profile)
         bench_rows = download_benchmarks(profile.benchmarks)
         source = read_source(RAW_DIR)
-        metrics = {"raw_files": files, **{f"benchmark_rows.{k}": v for k, v in bench_rows.items()}}
+        metrics = {"raw_files": files, "benchmark_rows": bench_rows}
         METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
         METRICS_FILE.write_text(json.dumps({**metrics, "source": source}, indent=2) + "\n", encoding="utf-8")
         tracking.log_metrics(metrics)

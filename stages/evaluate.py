@@ -210,14 +210,7 @@ def main() -> None:
                 if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
                     shutil.copy2(produced, REPORT_DIR / f"{label}_{produced.name}")
         METRICS_FILE.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        flat = {f"{b}.{k}": v for b, row in metrics.items() for k, v in row.items() if k != "categories"}
-        flat |= {
-            f"{b}.category.{c}.{k}": v
-            for b, row in metrics.items()
-            for c, r in row["categories"].items()
-            for k, v in r.items()
-        }
-        tracking.log_metrics(flat)
+        tracking.log_metrics(metrics)
         tracking.log_artifact(METRICS_FILE)
         tracking.log_artifact(REPORT_DIR, "evaluate")
 

@@ -364,9 +364,7 @@ def main() -> None:
         report = preprocess(profile.preprocess, profile.vision, profile.train, RAW_DIR, BASE_MODEL_DIR, PROCESSED_DIR)
         METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
         METRICS_FILE.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        flat = {k: v for k, v in report.items() if isinstance(v, int)}
-        flat.update({f"rejected.{k}": v for k, v in report["rejected_by_reason"].items()})
-        tracking.log_metrics(flat)
+        tracking.log_metrics(report)
         tracking.log_artifact(METRICS_FILE)
         tracking.log_artifact(PROCESSED_DIR / "rejected.jsonl")
 

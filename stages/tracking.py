@@ -48,17 +48,18 @@ def _client_for(experiment: str):
     return mlflow
 
 
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params as dotted keys, values as strings MLflow accepts (500 chars at most)."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
+def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every non-mapping value of a nested mapping."""
+    for key, value in tree.items():
         if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
+            yield from leaves(value, f"{prefix}{key}.")
         else:
-            flat[name] = json.dumps(value) if not isinstance(value, str) else value
-            flat[name] = flat[name][:500]
-    return flat
+            yield f"{prefix}{key}", value
+
+
+def flatten(params: Mapping[str, Any]) -> dict[str, str]:
+    """Nested params as dotted keys, values as strings MLflow accepts (500 chars at most)."""
+    return {k: (v if isinstance(v, str) else json.dumps(v))[:500] for k, v in leaves(params)}
 
 
 @contextlib.contextmanager
@@ -95,13 +96,13 @@ def stage_run(stage: str, experiment: str, profile: str, params: Mapping[str, An
 _METRIC_NAME_UNSAFE = re.compile(r"[^\w\-./ ]")
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log the finite numbers of a flat mapping to the active run."""
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log the finite numbers of a (nested) mapping to the active run, under dotted names."""
     import mlflow
 
     clean = {
         _METRIC_NAME_UNSAFE.sub("_", k): float(v)
-        for k, v in metrics.items()
+        for k, v in leaves(metrics)
         if isinstance(v, (int, float)) and math.isfinite(v)
     }
     if clean:

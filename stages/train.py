@@ -244,7 +244,7 @@ def main() -> None:
                 tracking.log_metrics({f"diagnostics/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
             metrics.update({f"diagnostics.{k}": v for k, v in diagnostics[-1].items() if k != "step"})
         METRICS_FILE.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        tracking.log_metrics({f"summary.{k}": v for k, v in metrics.items()})
+        tracking.log_metrics({"summary": metrics})
         tracking.log_artifact(TRAIN_REPORT_DIR, "train")
         tracking.log_artifact(work_dir / "swift.log", "train")
 

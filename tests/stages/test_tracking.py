@@ -33,3 +33,10 @@ def test_a_stage_run_by_hand_is_top_level(isolated_env, monkeypatch):
 def test_flatten_truncates_long_values():
     flat = tracking.flatten({"a": {"b": "x" * 600, "c": True}})
     assert flat == {"a.b": "x" * 500, "a.c": "true"}
+
+
+def test_nested_metrics_are_logged_under_dotted_names(isolated_env):
+    with tracking.stage_run("evaluate", "exp-nested", "tiny", {}) as run:
+        tracking.log_metrics({"B": {"base": 0.5, "categories": {"color (hue)": {"delta": 0.25}}}, "note": "x"})
+    client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run.info.run_id).data.metrics == {"B.base": 0.5, "B.categories.color _hue_.delta": 0.25}
