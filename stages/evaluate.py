@@ -87,26 +87,14 @@ def distributed_context() -> tuple[int, int, str]:
 
 
 def evaluate_variant(
-    label: str, model_dir: Path, append_instruction: bool, benchmarks: BenchmarksParams, params: EvaluateParams,
-    data_root: Path, rank: int, world: int, device: str,
-) -> dict[str, Any]:  # fmt: skip
-    """Answer every benchmark with one model; rank 0 returns scores (other ranks an empty dict)."""
+    label: str, model, benchmarks: BenchmarksParams, data_root: Path, rank: int, world: int
+) -> dict[str, Any]:
+    """Answer every benchmark with one adapter; rank 0 returns scores (other ranks an empty dict)."""
     import torch.distributed as dist
 
-    from stages.satori_vlm import SatoriVLM
     from stages.vlmeval_compat import build_vlmeval_dataset, vlmeval_api
 
     api = vlmeval_api()
-    model = SatoriVLM(
-        model_dir,
-        system_prompt=system_prompt(),
-        append_instruction=append_instruction,
-        min_pixels=params.min_pixels,
-        max_pixels=params.max_pixels,
-        max_new_tokens=params.max_new_tokens,
-        batch_size=params.batch_size,
-        device=device if params.device == "auto" else params.device,
-    )
     model_name = f"satori-{label}"
     out_dir = WORK_DIR / label
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,11 +136,25 @@ def run_inference(profile_name: str | None = None) -> None:
     rank, world, device = distributed_context()
     data_root = stage_data_root(BENCHMARK_DIR, WORK_DIR)
     os.environ.setdefault("PRED_FORMAT", "tsv")  # readable prediction files (VLMEvalKit's default is xlsx)
+    from stages.satori_vlm import SatoriVLM
+
+    adapters: dict[Path, SatoriVLM] = {}  # one per model folder: the base model is loaded once for both variants
     scores = {}
     for label, (model_dir, instruction) in variants(params).items():
-        scores[label] = evaluate_variant(
-            label, model_dir, instruction, profile.benchmarks, params, data_root, rank, world, device
-        )
+        if model_dir not in adapters:
+            adapters[model_dir] = SatoriVLM(
+                model_dir,
+                system_prompt=system_prompt(),
+                append_instruction=instruction,
+                min_pixels=params.min_pixels,
+                max_pixels=params.max_pixels,
+                max_new_tokens=params.max_new_tokens,
+                batch_size=params.batch_size,
+                device=device if params.device == "auto" else params.device,
+            )
+        model = adapters[model_dir]
+        model.append_instruction = instruction
+        scores[label] = evaluate_variant(label, model, profile.benchmarks, data_root, rank, world)
     if rank == 0:
         (WORK_DIR / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
 

@@ -85,6 +85,7 @@ class SatoriVLM(vlmeval_api().BaseModel):
 
     def plan(self, planned: list[tuple[object, list[dict]]]) -> None:
         """The (index, message) pairs VLMEvalKit is about to ask for, in its order."""
+        self._ready.clear()  # answers generated under an earlier plan (or instruction setting) are stale
         self._pending = {message_key(m): m for _, m in planned}
         self._index_of = {message_key(m): index for index, m in planned}
 
