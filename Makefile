@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast repro clean
+.PHONY: install run rehearse test test-fast repro clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline
 
+# The paper profile's code path at tiny scale on CPU: Hub-layout mirrors, 2 training and 2 evaluation
+# processes, sharded checkpoints, full tuning and LoRA. Each profile runs in .runs/<profile>.
+rehearse: $(STAMP)
+	$(PY) -m satori.mirrors --out .rehearsal
+	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal
+	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal_lora
+
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
 
@@ -29,4 +36,4 @@ repro: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 clean:
-	rm -rf data models publish reports .work dvc.lock mlflow.db mlartifacts .prefect
+	rm -rf data/raw data/processed data/benchmarks models/base models/trained publish/hub reports/*/ .work mlflow.db mlartifacts .prefect .runs .rehearsal dvc_plots

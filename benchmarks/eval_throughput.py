@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages import synthetic
-from stages.config import REPO_ROOT, system_prompt
+from satori import synthetic
+from satori.config import REPO_ROOT, system_prompt
 
 # Qwen2.5-VL-3B-Instruct's published config values (no download: the weights are random).
 QWEN25_VL_3B = {
@@ -38,7 +38,7 @@ def random_3b_config():
     """The tiny model's config (Qwen's token ids) with Qwen2.5-VL-3B's sizes."""
     from transformers import Qwen2_5_VLConfig
 
-    from stages import tiny_model
+    from satori import tiny_model
 
     tiny_config = tiny_model.build_config(32, 1)
     text = {**tiny_config.text_config.to_dict(), **QWEN25_VL_3B["text"], "tie_word_embeddings": True}
@@ -52,7 +52,7 @@ def build_random_3b(out_dir: Path) -> Path:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from stages import tiny_model
+    from satori import tiny_model
 
     tiny_model.build_tiny_model(
         out_dir,
@@ -62,7 +62,7 @@ def build_random_3b(out_dir: Path) -> Path:
         bpe_vocab_size=1000,
         min_pixels=200704,
         max_pixels=401408,
-        corpus=synthetic.tokenizer_corpus(rows=40),
+        corpus=synthetic.tokenizer_corpus(system_prompt(REPO_ROOT / "prompt.txt"), rows=40),
     )  # fmt: skip  (for its tokenizer and processor; the weights are replaced below)
     config = random_3b_config()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,10 +88,10 @@ def questions(count: int, seed: int, folder: Path) -> list[tuple[int, list[dict]
 
 
 def run(model_dir: Path, planned, batch_size: int, args) -> tuple[float, list[str], float]:
-    from stages.satori_vlm import SatoriVLM
+    from satori.vlm_adapter import SatoriVLM
 
     vlm = SatoriVLM(
-        model_dir, system_prompt=system_prompt(), append_instruction=True, min_pixels=args.min_pixels,
+        model_dir, system_prompt=system_prompt(REPO_ROOT / "prompt.txt"), append_instruction=True, min_pixels=args.min_pixels,
         max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
     )  # fmt: skip
     vlm.plan([(index, message) for index, message, _ in planned])

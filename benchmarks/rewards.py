@@ -16,7 +16,7 @@ import re
 import time
 
 from benchmarks import reference_rewards
-from stages import rewards, synthetic
+from satori import rewards, synthetic
 
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 720), (1920, 1080), (480, 640), (1000, 1000)]
 

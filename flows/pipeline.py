@@ -1,23 +1,33 @@
 """The SATORI pipeline as a Prefect flow: one task per DVC stage, in order.
 
-The flow is thin. Each task is `dvc repro --single-item <stage>`, so DVC
-decides what is stale and the stages themselves know nothing of Prefect;
-Prefect adds retries (download, publish), a schedule (prefect.yaml) and
-notifications. The flow opens the MLflow parent run that every stage's
-child run hangs under.
+The flow is thin. Each task is `dvc repro --single-item <stage>`, so DVC decides what is stale
+and the stages know nothing of Prefect; Prefect adds retries (the network stages), a schedule
+(prefect.yaml), the run log and notifications. The flow opens the MLflow parent run that every
+stage's child run hangs under.
 
-    python -m flows.pipeline                   # the active profile of params.yaml
-    python -m flows.pipeline --profile paper   # switch params.yaml's profile first
+    python -m flows.pipeline                   # the active profile of params.yaml, in this checkout
+    python -m flows.pipeline --profile paper   # another profile, in .runs/paper (a copy of this checkout)
+
+Running a profile never edits a tracked file: another profile than the active one runs in its
+own copy of the checkout under .runs/<profile>/, with its own outputs and dvc.lock and the DVC
+cache shared, so it never deletes this checkout's outputs. One run at a time per folder: a
+second one fails at once, before touching anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +36,27 @@ os.environ.setdefault("PREFECT_HOME", str(REPO_ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from stages import tracking  # noqa: E402
-from stages.config import PARAMS_FILE, load_profile, profile_names, read_params  # noqa: E402
-from stages.transient import TRANSIENT_MARKER  # noqa: E402
+from satori import tracking  # noqa: E402
+from satori.config import PARAMS_FILE, load_profile, profile_names, read_params  # noqa: E402
+from satori.publishing import CODE_REVISION_ENV, code_revision  # noqa: E402
+from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
-STAGES = ("download", "preprocess", "train", "evaluate", "publish")
+STAGES = (
+    "fetch_dataset",
+    "fetch_base_model",
+    "fetch_benchmarks",
+    "preprocess",
+    "train",
+    "evaluate_base",
+    "evaluate",
+    "publish",
+)
 NOTIFY_URL_ENV = "SATORI_NOTIFY_URL"  # an Apprise URL (Slack, e-mail, ...) told of every finished run
+RUNS_DIR = ".runs"  # copies of the checkout, one per other profile (git-ignored)
+LOCK_FILE = ".satori-run.lock"
+STOP_GRACE_S = 10  # after SIGTERM, a stage gets this long to end its MLflow run and clean up
 
 
 class StageError(RuntimeError):
@@ -41,6 +65,10 @@ class StageError(RuntimeError):
 
 class TransientStageError(StageError):
     """A stage failed on the network (its output carries TRANSIENT_MARKER); a retry may succeed."""
+
+
+class RunLocked(RuntimeError):
+    """Another pipeline run holds the folder."""
 
 
 def retry_if_transient(task_, task_run, state) -> bool:
@@ -61,54 +89,208 @@ def stage_environment() -> dict[str, str]:
     return env
 
 
-def repro(stage: str) -> bool:
-    """`dvc repro --single-item STAGE`; True when the stage ran, False when DVC found it up to date."""
+def repro(stage: str, folder: Path) -> bool:
+    """`dvc repro --single-item STAGE` in folder; True when the stage ran, False when DVC found it up to date.
+
+    Its output goes to the Prefect run log line by line, as it comes. On SIGTERM/SIGINT the stage
+    gets STOP_GRACE_S seconds to end its MLflow run and remove partial outputs, then is killed.
+    """
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=stage_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=folder,
+        env=stage_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: stopping the flow stops ms-swift's workers too
     )
+    logger = get_run_logger()
     output = []
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        output.append(line)
-    if proc.wait() != 0:
+    log_file = folder / ".work" / "logs" / f"{stage}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log_file.open("w", encoding="utf-8") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                # Every line reaches the Prefect run log as it comes; the console shows the stage's own lines.
+                text = line.rstrip("\n")
+                logger.info(text, extra={CONSOLE_DETAIL: not any(mark in text for mark in CONSOLE_LINES)})
+                output.append(line)
+        proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    if proc.returncode != 0:
         tail = "".join(output[-40:])
         error = TransientStageError if any(TRANSIENT_MARKER in line for line in output) else StageError
         raise error(f"dvc repro {stage} failed with exit code {proc.returncode}:\n{tail}")
     return any(re.search(rf"Running stage '{stage}'", line) for line in output)
 
 
-def run_stage(stage: str) -> bool:
-    ran = repro(stage)
+# Lines of a stage's output the console shows; all of them go to the Prefect run log and .work/logs/<stage>.log.
+CONSOLE_LINES = ("[satori]", "Running stage", "didn't change, skipping", "ERROR", "Error:", "Traceback")
+CONSOLE_DETAIL = "satori_detail"
+
+
+class _HideDetail(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, CONSOLE_DETAIL, False)
+
+
+def quiet_console() -> None:
+    """Keep stage output lines marked as detail off Prefect's console handlers (the API handler still sends them)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _HideDetail) for f in handler.filters):
+                handler.addFilter(_HideDetail())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_stage(stage: str, folder: str) -> bool:
+    ran = repro(stage, Path(folder))
     get_run_logger().info("stage %s %s", stage, "ran" if ran else "was up to date (skipped by DVC)")
     return ran
 
 
 # Network stages retry transient failures with backoff; the rest fail fast (a retry would redo hours of work).
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=[30, 120, 600], retry_condition_fn=retry_if_transient)
-download = task(run_stage, name="download", **NETWORK_RETRIES)
-preprocess = task(run_stage, name="preprocess")
-train = task(run_stage, name="train")
-evaluate = task(run_stage, name="evaluate")
-publish = task(run_stage, name="publish", **NETWORK_RETRIES)
-TASKS = {"download": download, "preprocess": preprocess, "train": train, "evaluate": evaluate, "publish": publish}
+NETWORK_STAGES = {"fetch_dataset", "fetch_base_model", "fetch_benchmarks", "publish"}
+TASKS = {stage: task(run_stage, name=stage, **(NETWORK_RETRIES if stage in NETWORK_STAGES else {})) for stage in STAGES}
 
 
-def set_profile(name: str, params_file: Path = PARAMS_FILE) -> None:
-    """Set params.yaml's `profile:` line (the one switch), keeping the rest of the file as written."""
-    allowed = profile_names(read_params(params_file))
-    if name not in allowed:
-        raise ValueError(f"unknown profile {name!r}; params.yaml defines {allowed}")
-    text = params_file.read_text(encoding="utf-8")
+@contextlib.contextmanager
+def run_lock(folder: Path, profile: str) -> Iterator[None]:
+    """Hold folder's run lock for the block; raise RunLocked at once if another run holds it."""
+    path = folder / LOCK_FILE
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLocked(
+            f"another pipeline run ({holder}) is running in {folder}; wait for it to finish, or run another "
+            f"profile, which gets a folder of its own"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, profile {profile}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        handle.seek(0)
+        handle.truncate()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def checkout_files(checkout: Path) -> list[str]:
+    """The files of the checkout as git sees them: tracked, and untracked but not ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=checkout,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [rel for rel in listed.split("\0") if rel and (checkout / rel).is_file()]
+
+
+def set_profile_line(text: str, name: str) -> str:
+    """params.yaml text with its `profile:` line (the one switch) set to name, the rest as written."""
     new_text, count = re.subn(r"(?m)^profile:\s*\S+", f"profile: {name}", text, count=1)
     if count != 1:
-        raise ValueError(f"{params_file} has no top-level 'profile:' line to switch")
-    params_file.write_text(new_text, encoding="utf-8")
+        raise ValueError("params.yaml has no top-level 'profile:' line to switch")
+    return new_text
+
+
+def prepare_run_dir(checkout: Path, profile: str) -> Path:
+    """checkout/.runs/<profile>: a copy of the checkout's files with that profile active.
+
+    Outputs and dvc.lock of earlier runs of the profile stay (DVC re-runs only what changed);
+    files whose content did not change are not rewritten. DVC there shares the checkout's cache
+    and does not touch git (no_scm): the copy is not a git repository.
+    """
+    allowed = profile_names(read_params(checkout / PARAMS_FILE))
+    if profile not in allowed:
+        raise ValueError(f"unknown profile {profile!r}; params.yaml defines {allowed}")
+    dest = checkout / RUNS_DIR / profile
+    dest.mkdir(parents=True, exist_ok=True)
+    with run_lock(dest, profile):
+        for rel in checkout_files(checkout):
+            if rel == "dvc.lock" or rel.startswith("reports/"):
+                continue  # the results of this checkout's profile, not of this one
+            data = (checkout / rel).read_bytes()
+            if rel == PARAMS_FILE.as_posix():
+                data = set_profile_line(data.decode("utf-8"), profile).encode("utf-8")
+            target = dest / rel
+            if not target.is_file() or target.read_bytes() != data:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        cache = (checkout / ".dvc" / "cache").resolve()
+        (dest / ".dvc" / "config.local").write_text(f"[core]\n    no_scm = true\n[cache]\n    dir = {cache}\n")
+    return dest
+
+
+def outputs_hash(folder: Path, stage: str) -> str | None:
+    """One hash of a stage's outputs as dvc.lock records them (what DVC compares to skip the stage)."""
+    import hashlib
+
+    import yaml
+
+    lock_file = folder / "dvc.lock"
+    if not lock_file.exists():
+        return None
+    entry = (yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
+    if not entry:
+        return None
+    outs = sorted((o["path"], o.get("md5", "")) for o in entry.get("outs", []))
+    return hashlib.sha256(json.dumps(outs).encode()).hexdigest()[:16]
+
+
+def evaluation_markdown(profile: str, evaluation: dict, ran: dict[str, bool], run_link: str) -> str:
+    """The Prefect artifact of a run: the evaluation table, the MLflow run, what ran and what DVC reused."""
+    lines = [f"# SATORI pipeline, profile `{profile}`", "", f"MLflow: {run_link}", ""]
+    lines += ["| Benchmark | Base | Trained | Δ |", "|---|---:|---:|---:|"]
+    for name, row in evaluation.items():
+        lines.append(f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |")
+    lines += ["", "| Stage | |", "|---|---|"]
+    lines += [f"| {stage} | {'ran' if flag else 'cached (DVC found it up to date)'} |" for stage, flag in ran.items()]
+    return "\n".join(lines)
+
+
+def key_metrics(evaluation: dict) -> str:
+    return ", ".join(f"{name} {100 * row['base']:.1f} -> {100 * row['trained']:.1f}" for name, row in evaluation.items())
 
 
 def notify(flow_, flow_run, state) -> None:
-    """Say how the run ended, in the Prefect log and, if configured, through Apprise."""
-    message = f"SATORI pipeline run {flow_run.name}: {state.name}"
+    """Say how the run ended (profile, key metrics or the failure reason), in the Prefect log and through Apprise."""
+    profile = (flow_run.parameters or {}).get("profile") or "active"
+    message = f"SATORI pipeline run {flow_run.name} (profile {profile}): {state.name}"
+    if state.is_failed():
+        message += f": {str(state.message)[:500]}"
+    else:
+        try:
+            result = state.result()
+            message = f"SATORI pipeline run {flow_run.name} (profile {result['profile']}): {state.name}; "
+            message += key_metrics(result["evaluation"])
+        except Exception:  # a notification never fails the run
+            pass
     print(message)
     url = os.environ.get(NOTIFY_URL_ENV)
     if url:
@@ -122,21 +304,40 @@ def notify(flow_, flow_run, state) -> None:
 @flow(name="satori-pipeline", on_completion=[notify], on_failure=[notify])
 def satori_pipeline(profile: str | None = None) -> dict:
     """Run every stage in order under one MLflow parent run; returns what ran and the evaluation."""
-    if profile is not None:
-        set_profile(profile)
-    name, active = load_profile()
-    with tracking.pipeline_run(active.mlflow_experiment, name) as run_id:
-        ran = {stage: TASKS[stage](stage) for stage in STAGES}
-        evaluation_file = REPO_ROOT / "reports" / "evaluate.json"
-        evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
+    active, _ = load_profile(REPO_ROOT / PARAMS_FILE)
+    folder = REPO_ROOT
+    if profile is not None and profile != active:
+        # This checkout's revision, and its MLflow store: the copy has no git history and would open its own.
+        os.environ.setdefault(CODE_REVISION_ENV, code_revision(REPO_ROOT))
+        os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
+        folder = prepare_run_dir(REPO_ROOT, profile)
+    name, params = load_profile(folder / PARAMS_FILE)
+    revision = os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
+    logged = read_params(folder / PARAMS_FILE)[name]
+    with run_lock(folder, name), tracking.pipeline_run(params.mlflow_experiment, name, logged, revision) as run_id:
+        quiet_console()
+        ran = {}
+        for stage in STAGES:
+            ran[stage] = TASKS[stage](stage, str(folder))
+            tracking.record_stage(stage, ran[stage], outputs_hash(folder, stage))
+            tracking.log_artifact(folder / ".work" / "logs" / f"{stage}.log", "logs")
+        evaluation = json.loads((folder / "reports" / "evaluate.json").read_text(encoding="utf-8"))
         tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
-    return {"mlflow_run_id": run_id, "profile": name, "ran": ran, "evaluation": evaluation}
+        link = tracking.run_link(run_id)
+    create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=f"satori-{name.replace('_', '-')}")
+    return {"mlflow_run_id": run_id, "profile": name, "folder": str(folder), "ran": ran, "evaluation": evaluation}
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", help="switch params.yaml to this profile before running")
+    parser.add_argument("--profile", help="run this profile (another than params.yaml's runs in .runs/<profile>)")
     args = parser.parse_args()
+    # SIGTERM (a worker cancelling the run, `kill`) stops the flow like Ctrl-C: the stage is stopped in seconds.
+    signal.signal(signal.SIGTERM, _interrupt)
     result = satori_pipeline(profile=args.profile)
     print(json.dumps(result, indent=2))
 

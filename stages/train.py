@@ -1,252 +1,181 @@
-"""Stage 3, train: GRPO with ms-swift 4.x and the SATORI rewards.
+"""Stage: GRPO with ms-swift and the SATORI rewards; the final checkpoint exported, whole, to --out.
 
-Runs the `swift rlhf` CLI in a subprocess, the way the published recipe does:
-with NPROC_PER_NODE > 1 ms-swift re-launches itself under torch.distributed.run,
-so one code path serves 1 CPU process and N GPUs. Per-step metrics reach this
-stage's MLflow run through transformers' MLflowCallback (MLFLOW_RUN_ID); the
-final checkpoint is copied, without optimizer state, to models/trained.
+    python -m stages.train --data data/processed --raw data/raw --base-model models/base --prompt prompt.txt \
+        --work .work/train --out models/trained --metrics reports/train.json --plots reports/train_rewards.csv
+
+A killed run resumes: run again with the same inputs, it continues from its last whole checkpoint
+in the same MLflow run. Changed params, data, base model or reward code start afresh.
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from stages import tracking
-from stages.config import PROMPT_FILE, REPO_ROOT, TrainParams, VisionParams, load_profile
-from stages.download import BASE_MODEL_DIR, atomic_dir, read_source
-from stages.preprocess import PROCESSED_DIR
+from satori import tracking
+from satori.config import load_profile
+from satori.files import atomic_dir, read_source, write_json, write_source
+from satori.gallery import draw, grid, training_samples
+from satori.training import (
+    check_swift_arguments,
+    completion_diagnostics,
+    export_model,
+    plot_reward_curves,
+    last_checkpoint,
+    prepare_work_dir,
+    read_log_history,
+    resumable_checkpoint,
+    reward_table,
+    run_key,
+    run_swift,
+    seen_sizes_by_question,
+    step_metrics,
+    step_of,
+    swift_arguments,
+    swift_environment,
+    write_reward_table,
+)
 
-TRAINED_DIR = REPO_ROOT / "models" / "trained"
-TRAIN_REPORT_DIR = REPO_ROOT / "reports" / "train"
-METRICS_FILE = REPO_ROOT / "reports" / "train.json"
-PLOTS_FILE = REPO_ROOT / "reports" / "train_rewards.csv"
-REWARD_PLUGIN = REPO_ROOT / "stages" / "rewards.py"
-# Trainer state that a published checkpoint does not need.
-RESUME_ONLY_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"}
-# ms-swift logs rewards/<ClassName>/mean; these are the classes behind the published names.
-REWARD_CLASSES = {
-    "external_format": "Format",
-    "external_bbox_acc": "BoundingBoxAccuracy",
-    "extern_vqa_acc": "VQAAccuracy",
-    "external_caption_acc": "CaptionAccuracy",
-}
-
-
-def swift_arguments(params: TrainParams, model_dir: Path, data_dir: Path, output_dir: Path) -> list[str]:
-    """The `swift rlhf` command line for these params (the published command's flags, ms-swift 4 names)."""
-    args: dict[str, Any] = {
-        "rlhf_type": "grpo",
-        "model": str(model_dir),
-        # A local folder carries no hub id, so name the architecture and template.
-        "model_type": "qwen2_5_vl",
-        "template": "qwen2_5_vl",
-        "external_plugins": str(REWARD_PLUGIN),
-        "reward_funcs": params.reward_funcs,
-        "use_vllm": False,
-        "tuner_type": params.tuner_type,
-        "target_modules": params.target_modules,
-        "torch_dtype": params.torch_dtype,
-        "dataset": str(data_dir / "train.jsonl"),
-        "val_dataset": str(data_dir / "val.jsonl"),
-        "split_dataset_ratio": 0,
-        "max_length": params.max_length,
-        "max_completion_length": params.max_completion_length,
-        "num_train_epochs": params.num_train_epochs,
-        "max_steps": params.max_steps,
-        "per_device_train_batch_size": params.per_device_train_batch_size,
-        "per_device_eval_batch_size": params.per_device_eval_batch_size,
-        "learning_rate": params.learning_rate,
-        "gradient_accumulation_steps": params.gradient_accumulation_steps,
-        "eval_strategy": "steps",
-        "eval_steps": params.eval_steps,
-        "save_strategy": "steps",
-        "save_steps": params.save_steps,
-        "save_total_limit": params.save_total_limit,
-        "logging_steps": params.logging_steps,
-        "warmup_ratio": params.warmup_ratio,
-        "dataloader_num_workers": params.dataloader_num_workers,
-        "num_generations": params.num_generations,
-        "temperature": params.temperature,
-        "system": str(PROMPT_FILE),
-        "log_completions": params.log_completions,
-        "seed": params.seed,
-        "output_dir": str(output_dir),
-        "add_version": False,
-        # Skips ms-swift's ModelScope "is this local model the latest" lookup (~7 s of retries offline).
-        "check_model": False,
-        "report_to": "mlflow",
-        "run_name": "train",  # MLflowCallback renames the resumed run to this
-        **params.extra_args,
-    }
-    argv: list[str] = []
-    for key, value in args.items():
-        argv.append(f"--{key}")
-        values = value if isinstance(value, list) else [value]
-        argv += [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-    return argv
+RUN_ID_FILE = "mlflow_run_id"  # in the work folder: a resumed run continues the killed run's MLflow history
 
 
-def swift_environment(params: TrainParams, vision: VisionParams, run_id: str, experiment: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        USE_HF="1",  # hub ids are Hugging Face ids, not ModelScope ones
-        MIN_PIXELS=str(vision.min_pixels),
-        MAX_PIXELS=str(vision.max_pixels),
-        SATORI_REWARD_MODE=params.reward_mode,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-        MLFLOW_TRACKING_URI=tracking.tracking_uri(),
-        MLFLOW_EXPERIMENT_NAME=experiment,
-        MLFLOW_RUN_ID=run_id,
-    )
-    if params.nproc_per_node > 1:
-        env["NPROC_PER_NODE"] = str(params.nproc_per_node)
-    else:
-        env.pop("NPROC_PER_NODE", None)
-    return env
+def localize_rows(source: Path, dest: Path, inputs: list[Path]) -> None:
+    """Copy a processed jsonl with image paths made absolute for ms-swift; each must lie in a declared input."""
+    roots = [p.resolve() for p in inputs]
+    with source.open(encoding="utf-8") as f, dest.open("w", encoding="utf-8") as out:
+        for number, line in enumerate(f, start=1):
+            row = json.loads(line)
+            images = [Path(p).resolve() for p in row["images"]]
+            for image in images:
+                if not any(image.is_relative_to(root) for root in roots):
+                    raise ValueError(
+                        f"{source} line {number}: image {image} lies outside the stage's inputs "
+                        f"{[str(p) for p in inputs]}; dvc.yaml would not re-run train when it changes"
+                    )
+            out.write(json.dumps({**row, "images": [str(p) for p in images]}) + "\n")
 
 
-def run_swift(argv: list[str], env: dict[str, str], log_file: Path) -> None:
-    """`swift rlhf ARGV`, its output teed to log_file; raises with the log's tail on failure."""
-    cmd = [sys.executable, "-m", "swift.cli.main", "rlhf", *argv]
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        code = proc.wait()
-    if code != 0:
-        tail = "".join(log_file.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"swift rlhf exited with {code}; see {log_file}. Last lines:\n{tail}")
-
-
-def last_checkpoint(output_dir: Path) -> Path:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    if not checkpoints:
-        raise FileNotFoundError(f"swift rlhf wrote no checkpoint-* under {output_dir}")
-    return checkpoints[-1]
-
-
-def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
-    """Per-step records of ms-swift's logging.jsonl (training steps only)."""
-    path = output_dir / "logging.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if "reward" in r and "global_step/max_steps" in r]
-
-
-def step_of(record: dict[str, Any]) -> int:
-    return int(str(record["global_step/max_steps"]).split("/")[0])
-
-
-def reward_table(history: list[dict[str, Any]], reward_funcs: list[str]) -> list[dict[str, float]]:
-    rows = []
-    for record in history:
-        row = {"step": step_of(record), "reward": float(record["reward"])}
-        for name in reward_funcs:
-            row[name] = float(record[f"rewards/{REWARD_CLASSES[name]}/mean"])
-        rows.append(row)
-    return rows
-
-
-def _user_text(prompt: str) -> str:
-    """The user turn of a logged chat prompt, without the image placeholder."""
-    user = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
-    return user.replace("<image>", "")
-
-
-def seen_sizes_by_question(data_files: list[Path], vision: VisionParams) -> dict[str, tuple[int, int] | None]:
-    """Question text -> the image size the model saw; None where one question goes with several sizes.
-
-    ms-swift's completions.jsonl logs the prompt, not the image, so a completion is tied to its
-    image through the question text whenever that text is unique to one image size.
-    """
-    sizes: dict[str, set[tuple[int, int]]] = {}
-    for data_file in data_files:
-        with data_file.open(encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                question = row["messages"][0]["content"].replace("<image>", "")
-                sizes.setdefault(question, set()).add(vision.seen_size(row["width"], row["height"]))
-    return {q: next(iter(s)) if len(s) == 1 else None for q, s in sizes.items()}
-
-
-def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, int] | None]) -> list[dict]:
-    """summarize_completions for each step of completions.jsonl (training and evaluation rollouts together)."""
-    from stages.rewards import summarize_completions
-
-    by_step: dict[int, tuple[list[str], list]] = {}
+def log_galleries(completions_file: Path, data: Path, vision) -> None:
+    """Per training step, a picture of up to 16 rollouts (predicted against true boxes) in MLflow."""
+    rows = {}
+    for split in ("train", "val"):
+        for line in (data / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows[row["messages"][0]["content"].replace("<image>", "")] = row
+    by_step: dict[int, list[dict]] = {}
     with completions_file.open(encoding="utf-8") as f:
         for line in f:
             table = json.loads(line)
-            completions, known = by_step.setdefault(int(table["step"][0]), ([], []))
-            completions += table["completion"]
-            known += [sizes.get(_user_text(p)) for p in table["prompt"]]
-    per_step = []
-    for step, (completions, known) in sorted(by_step.items()):
-        summary = summarize_completions(completions, known)
-        summary["size_known_rate"] = sum(k is not None for k in known) / max(1, len(known))
-        per_step.append({"step": step, **summary})
-    return per_step
+            by_step.setdefault(int(table["step"][0]), []).append(table)
+    steps = sorted(by_step)
+    shown = steps if len(steps) <= 20 else sorted({*steps[:: max(1, len(steps) // 20)], steps[-1]})
+    for step in shown:
+        samples = training_samples(by_step[step], rows, vision.min_pixels, vision.max_pixels)
+        tracking.log_image(grid([draw(s) for s in samples]), "gallery/train", step)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the preprocessed train.jsonl / val.jsonl folder")
+    parser.add_argument("--raw", type=Path, required=True, help="the fetched dataset (the rows' images lie there)")
+    parser.add_argument("--base-model", type=Path, required=True)
+    parser.add_argument("--prompt", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True, help="scratch: checkpoints to resume from")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True, help="rewards per step (CSV)")
+    parser.add_argument("--plot-image", type=Path, required=True, help="the same as a picture (PNG)")
+    args = parser.parse_args(argv)
     name, profile = load_profile()
-    params = profile.train
-    params_logged = {"train": params.model_dump(), "vision": profile.vision.model_dump()}
-    with tracking.stage_run("train", profile.mlflow_experiment, name, params_logged) as run:
-        work_dir = REPO_ROOT / ".work" / "train"
-        shutil.rmtree(work_dir, ignore_errors=True)
-        output_dir = work_dir / "swift_output"
-        argv = swift_arguments(params, BASE_MODEL_DIR, PROCESSED_DIR, output_dir)
-        env = swift_environment(params, profile.vision, run.info.run_id, profile.mlflow_experiment)
-        run_swift(argv, env, work_dir / "swift.log")
+    params, vision = profile.train, profile.vision
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    inputs = [args.data, args.raw, args.base_model, args.prompt]
+    key = run_key(params, vision, inputs)
+    work = prepare_work_dir(args.work, key)
+    output_dir = work / "swift_output"
+    resume = resumable_checkpoint(output_dir) if output_dir.exists() else None
+    argv_swift = swift_arguments(
+        params,
+        model_dir=args.base_model.resolve(),
+        train_file=(work / "train.jsonl").resolve(),
+        val_file=(work / "val.jsonl").resolve(),
+        output_dir=output_dir.resolve(),
+        prompt_file=args.prompt.resolve(),
+        cuda=cuda,
+        resume_from=resume.resolve() if resume else None,
+    )
+    check_swift_arguments(argv_swift, params.extra_args)  # a bad flag fails here, not minutes into ms-swift
+
+    run_id_file = work / RUN_ID_FILE
+    previous_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
+    logged = {"train": params.model_dump(), "vision": vision.model_dump(), "run_key": key}
+    with tracking.stage_run("train", profile.mlflow_experiment, name, logged, continue_run=previous_run) as run:
+        run_id_file.write_text(run.info.run_id)
+        for split in ("train", "val"):
+            localize_rows(args.data / f"{split}.jsonl", work / f"{split}.jsonl", [args.data, args.raw])
+        if resume:
+            tracking.say(f"resuming from {resume.name} of run {key}")
+        else:
+            tracking.say(f"training run {key} from the start ({params.nproc_per_node} process(es), cuda={cuda})")
+
+        logged_steps = set(tracking.logged_steps(run.info.run_id, "reward"))
+
+        def log_new_steps() -> None:
+            # Each step once, across resumes: the steps a killed run logged are not logged again.
+            for record in read_log_history(output_dir):
+                step = step_of(record)
+                if step not in logged_steps:
+                    tracking.log_metrics(step_metrics(record), step=step)
+                    logged_steps.add(step)
+                    rewards = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in record.items() if k.endswith("/mean"))
+                    tracking.say(f"step {record['global_step/max_steps']}: reward {record['reward']:.3f} ({rewards})")
+
+        run_swift(argv_swift, swift_environment(params, vision), work / "swift.log", on_output=log_new_steps)
+        log_new_steps()
 
         checkpoint = last_checkpoint(output_dir)
-        with atomic_dir(TRAINED_DIR) as out:
-            for item in checkpoint.iterdir():
-                if item.name not in RESUME_ONLY_FILES and item.is_file():
-                    shutil.copy2(item, out / item.name)
-            base = read_source(BASE_MODEL_DIR)
-            (out / "SOURCE.json").write_text(
-                json.dumps({"base_model": base, "checkpoint": checkpoint.name}, indent=2) + "\n", encoding="utf-8"
+        with atomic_dir(args.out) as out:
+            shipped = export_model(checkpoint, args.base_model, out, params.tuner_type, params.max_shard_size)
+            write_source(
+                out,
+                base_model=read_source(args.base_model),
+                data=read_source(args.raw),
+                checkpoint=checkpoint.name,
+                tuner_type=params.tuner_type,
             )
+        tracking.say(f"exported {checkpoint.name} to {args.out}: {', '.join(shipped)}")
 
-        history = read_log_history(output_dir)
-        table = reward_table(history, params.reward_funcs)
-        shutil.rmtree(TRAIN_REPORT_DIR, ignore_errors=True)
-        TRAIN_REPORT_DIR.mkdir(parents=True)
-        for produced in ("completions.jsonl", "logging.jsonl"):
-            if (output_dir / produced).exists():
-                shutil.copy2(output_dir / produced, TRAIN_REPORT_DIR / produced)
-        with PLOTS_FILE.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
+        table = reward_table(read_log_history(output_dir), params.reward_funcs)
+        write_reward_table(args.plots, table)
+        plot_reward_curves(args.plot_image, table)
+        tracking.log_artifact(args.plot_image, "train")
         final = table[-1]
         metrics = {
             "steps": final["step"],
             "final_reward": final["reward"],
             "mean_reward": sum(r["reward"] for r in table) / len(table),
-            **{f"final.{k}": v for k, v in final.items() if k not in ("step", "reward")},
+            **{f"final.{k}": v for k, v in final.items() if k not in ("step", "reward") and v is not None},
         }
-        completions_file = TRAIN_REPORT_DIR / "completions.jsonl"
+        completions_file = output_dir / "completions.jsonl"
         if completions_file.exists():
-            sizes = seen_sizes_by_question([PROCESSED_DIR / "train.jsonl", PROCESSED_DIR / "val.jsonl"], profile.vision)
+            sizes = seen_sizes_by_question([args.data / "train.jsonl", args.data / "val.jsonl"], vision)
             diagnostics = completion_diagnostics(completions_file, sizes)
             for row in diagnostics:
                 tracking.log_metrics({f"diagnostics/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
             metrics.update({f"diagnostics.{k}": v for k, v in diagnostics[-1].items() if k != "step"})
-        METRICS_FILE.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        if completions_file.exists():
+            log_galleries(completions_file, args.data, vision)
+        write_json(args.metrics, metrics)
         tracking.log_metrics({"summary": metrics})
-        tracking.log_artifact(TRAIN_REPORT_DIR, "train")
-        tracking.log_artifact(work_dir / "swift.log", "train")
+        # Logs with timings and run-specific paths go to MLflow only: DVC outputs hash the same anywhere.
+        for produced in ("completions.jsonl", "logging.jsonl"):
+            if (output_dir / produced).exists():
+                tracking.log_artifact(output_dir / produced, "train")
+        tracking.log_artifact(work / "swift.log", "train")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import REPO_ROOT
+from satori.config import REPO_ROOT, system_prompt
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Qwen2.5-VL built without the warm start (seconds): for loading and plumbing tests."""
-    from stages import synthetic
-    from stages.tiny_model import build_tiny_model
+    from satori import synthetic
+    from satori.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_model")
     build_tiny_model(
@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         bpe_vocab_size=1000,
         min_pixels=3136,
         max_pixels=50176,
-        corpus=synthetic.tokenizer_corpus(rows=40),
+        corpus=synthetic.tokenizer_corpus(system_prompt(REPO_ROOT / "prompt.txt"), rows=40),
     )
     return out
 
@@ -64,3 +64,23 @@ def isolated_env(tmp_path, monkeypatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return {**os.environ, **env}
+
+
+@pytest.fixture
+def use_profile(tmp_path, monkeypatch, isolated_env):
+    """Run a stage as DVC would, in tmp_path: a params.yaml there with the named profile active and
+    the given sections replaced (dicts), prompt.txt beside it, the working directory set to it."""
+    import yaml
+
+    from satori.config import read_params
+
+    def write(name: str = "tiny", **sections) -> Path:
+        raw = read_params(REPO_ROOT / "params.yaml")
+        profile = dict(raw[name])
+        profile.update(sections)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": name, name: profile}, sort_keys=False))
+        shutil.copy(REPO_ROOT / "prompt.txt", tmp_path / "prompt.txt")
+        monkeypatch.chdir(tmp_path)
+        return tmp_path
+
+    return write

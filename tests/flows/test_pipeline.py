@@ -5,21 +5,64 @@ import shutil
 import pytest
 
 from flows import pipeline
-from stages.config import PARAMS_FILE, load_profile
+from satori.config import REPO_ROOT, load_profile
+
+PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 
-def test_set_profile_switches_only_the_switch(tmp_path):
-    params = tmp_path / "params.yaml"
-    shutil.copy(PARAMS_FILE, params)
-    before = params.read_text()
-    pipeline.set_profile("paper", params)
-    after = params.read_text()
-    assert load_profile(params)[0] == "paper"
+def test_set_profile_line_switches_only_the_switch():
+    before = PARAMS_FILE.read_text()
+    after = pipeline.set_profile_line(before, "paper")
     assert after.replace("profile: paper\n", "profile: tiny\n", 1) == before
-    with pytest.raises(
-        ValueError, match=r"unknown profile 'huge'; params.yaml defines \['paper', 'paper_official', 'tiny'\]"
-    ):
-        pipeline.set_profile("huge", params)
+    with pytest.raises(ValueError, match="no top-level 'profile:' line"):
+        pipeline.set_profile_line("tiny: {}\n", "paper")
+
+
+def git_checkout(tmp_path):
+    from tests.conftest import copy_checkout
+
+    repo = copy_checkout(tmp_path / "checkout")
+    (repo / "data/raw").mkdir(parents=True)
+    (repo / "data/raw/keep.txt").write_text("the active profile's output")
+    return repo
+
+
+def git_status(repo):
+    import subprocess
+
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+
+
+def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_path):
+    repo = git_checkout(tmp_path)
+    before = git_status(repo)
+    run_dir = pipeline.prepare_run_dir(repo, "paper")
+    assert run_dir == repo / ".runs/paper"
+    assert load_profile(run_dir / "params.yaml")[0] == "paper"
+    assert load_profile(repo / "params.yaml")[0] == "tiny"
+    assert git_status(repo) == before  # .runs/ is git-ignored; no tracked file changed
+    assert (repo / "data/raw/keep.txt").read_text() == "the active profile's output"
+    assert "no_scm = true" in (run_dir / ".dvc/config.local").read_text()
+    assert (run_dir / "stages/train.py").read_bytes() == (repo / "stages/train.py").read_bytes()
+    assert not (run_dir / "dvc.lock").exists()  # this checkout's results are not the profile's
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
+        pipeline.prepare_run_dir(repo, "huge")
+
+
+def test_a_second_run_in_the_same_folder_fails_at_once_in_one_sentence(tmp_path):
+    import time
+
+    with pipeline.run_lock(tmp_path, "tiny"):
+        start = time.monotonic()
+        with pytest.raises(pipeline.RunLocked) as err:
+            with pipeline.run_lock(tmp_path, "paper"):
+                pass
+        assert time.monotonic() - start < 2
+    message = str(err.value)
+    assert message.startswith(f"another pipeline run (pid {__import__('os').getpid()}, profile tiny, since ")
+    assert message.count("\n") == 0 and "wait for it to finish" in message
+    with pipeline.run_lock(tmp_path, "paper"):  # released: the next run proceeds
+        pass
 
 
 class _State:
@@ -39,7 +82,7 @@ def test_only_transient_failures_are_retried():
 def test_transient_classification():
     import httpx
 
-    from stages.transient import is_transient
+    from satori.transient import is_transient
 
     assert is_transient(httpx.ConnectTimeout("timed out"))
     assert is_transient(ConnectionResetError())
@@ -61,24 +104,31 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
 
     calls = []
 
-    def fake_repro(stage):
+    def fake_repro(stage, folder):
         import os
 
         calls.append((stage, os.environ.get("SATORI_PARENT_RUN_ID")))
-        return stage != "download"
+        return stage != "fetch_dataset"
 
     evaluation = {"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "evaluate.json").write_text(json.dumps(evaluation))
     monkeypatch.setattr(pipeline, "repro", fake_repro)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    shutil.copy(PARAMS_FILE, tmp_path / "params.yaml")
+    artifacts = []
+    monkeypatch.setattr(pipeline, "create_markdown_artifact", lambda markdown, key: artifacts.append((key, markdown)))
     result = pipeline.satori_pipeline()
+    ((key, markdown),) = artifacts
+    assert key == "satori-tiny" and "| B | 50.0 | 75.0 | +25.0 |" in markdown
+    assert "| fetch_dataset | cached (DVC found it up to date) |" in markdown and "| train | ran |" in markdown
+    assert result["mlflow_run_id"] in markdown
     assert [stage for stage, _ in calls] == list(pipeline.STAGES)
     assert {parent for _, parent in calls} == {result["mlflow_run_id"]}
-    assert result["ran"] == {"download": False, "preprocess": True, "train": True, "evaluate": True, "publish": True}
+    assert result["ran"] == {stage: stage != "fetch_dataset" for stage in pipeline.STAGES}
     client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
     parent = client.get_run(result["mlflow_run_id"])
-    assert parent.data.metrics["B.delta"] == 0.25 and parent.data.metrics["ran.download"] == 0.0
+    assert parent.data.metrics["B.delta"] == 0.25 and parent.data.metrics["ran.fetch_dataset"] == 0.0
 
 
 def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
@@ -88,10 +138,10 @@ def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
     import yaml
     from cronsim import CronSim
 
-    from stages.config import REPO_ROOT, profile_names, read_params
+    from satori.config import REPO_ROOT, profile_names, read_params
 
     spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
-    (deployment,) = spec["deployments"]
+    deployment = next(d for d in spec["deployments"] if d["name"] == "satori-paper-weekly")
     module_path, function = deployment["entrypoint"].split(":")
     module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
     assert getattr(module, function) is pipeline.satori_pipeline
@@ -99,3 +149,116 @@ def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
     (schedule,) = deployment["schedules"]
     first = next(CronSim(schedule["cron"], datetime(2026, 1, 1)))
     assert first.weekday() == 6 and first.hour == 2  # Sunday 02:00
+
+
+def test_failures_are_classified_permanent_or_transient():
+    import socket
+
+    import httpx
+    import requests
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from satori.transient import is_transient
+
+    def http(status):
+        request = httpx.Request("GET", "https://huggingface.co/api/x")
+        return HfHubHTTPError("boom", response=httpx.Response(status, request=request))
+
+    def wrapped(outer, inner):
+        try:
+            try:
+                raise inner
+            except BaseException as cause:
+                raise outer from cause
+        except BaseException as err:
+            return err
+
+    dns = wrapped(httpx.ConnectError("[Errno -2] Name or service not known"), socket.gaierror(-2, "Name or service not known"))
+    permanent = [
+        dns,
+        requests.ConnectionError("Failed to resolve 'huggingface.invalid' ([Errno -2] Name or service not known)"),
+        wrapped(httpx.ConnectError("connect failed"), ConnectionRefusedError(111, "Connection refused")),
+        http(401), http(403), http(404),
+    ]  # fmt: skip
+    transient = [httpx.ReadTimeout("timed out"), TimeoutError(), ConnectionResetError(), http(429), http(500), http(503)]
+    assert [is_transient(e) for e in permanent] == [False] * len(permanent)
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
+
+
+def test_two_pipeline_runs_compare_on_their_parents(isolated_env, monkeypatch, tmp_path):
+    """Parent runs carry the profile's params, tags and a distinct name; a skipped stage links its producer."""
+    import json
+
+    import mlflow
+    import yaml
+
+    evaluations = iter([{"B": {"base": 0.5, "trained": 0.5, "delta": 0.0}},
+                        {"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}])  # fmt: skip
+    (tmp_path / "reports").mkdir()
+    runs_seen = []
+
+    def fake_repro(stage, folder):
+        if stage == "evaluate":
+            (tmp_path / "reports" / "evaluate.json").write_text(json.dumps(next(evaluations)))
+        if len(runs_seen) == 1 and stage == "fetch_dataset":
+            return False  # the second run finds fetch_dataset up to date
+        with mlflow.start_run(run_name=stage, nested=True, tags={"satori.stage": stage}):
+            pass
+        return True
+
+    monkeypatch.setattr(pipeline, "repro", fake_repro)
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "outputs_hash", lambda folder, stage: f"hash-{stage}")
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    for lr in (2.0e-4, 1.0e-4):
+        raw["tiny"]["train"]["learning_rate"] = lr
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        runs_seen.append(pipeline.satori_pipeline()["mlflow_run_id"])
+    client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
+    first, second = (client.get_run(r) for r in runs_seen)
+    changed = {k for k in first.data.params if first.data.params[k] != second.data.params.get(k)}
+    assert changed == {"train.learning_rate"}
+    assert (first.data.metrics["B.trained"], second.data.metrics["B.trained"]) == (0.5, 0.75)
+    assert first.info.run_name != second.info.run_name and first.info.run_name.startswith("tiny-")
+    assert first.data.tags["satori.params_hash"] != second.data.tags["satori.params_hash"]
+    assert {"satori.profile", "satori.code_revision"} <= set(second.data.tags)
+    experiment = client.get_experiment_by_name("satori-tiny").experiment_id
+    (cached,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{second.info.run_id}' and tags.`satori.cached` = 'true'")
+    assert cached.data.tags["satori.stage"] == "fetch_dataset"
+    producer = client.get_run(cached.data.tags["satori.produced_by"])
+    assert producer.data.tags["mlflow.parentRunId"] == first.info.run_id  # the first run's fetch_dataset
+    assert producer.info.run_id in cached.data.tags["mlflow.note.content"]
+
+
+def test_the_notification_names_profile_and_metrics_or_the_failure():
+    class Run:
+        name, parameters = "brave-fox", {"profile": "paper"}
+
+    class Done:
+        name = "Completed"
+
+        def is_failed(self):
+            return False
+
+        def result(self):
+            return {"profile": "tiny", "evaluation": {"B": {"base": 0.5, "trained": 0.75}}}
+
+    class Failed(Done):
+        name, message = "Failed", "dvc repro train failed with exit code 1: CUDA out of memory"
+
+        def is_failed(self):
+            return True
+
+    sent = []
+    import io
+    from contextlib import redirect_stdout
+
+    for state in (Done(), Failed()):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            pipeline.notify(None, Run(), state)
+        sent.append(out.getvalue().strip())
+    assert sent[0] == "SATORI pipeline run brave-fox (profile tiny): Completed; B 50.0 -> 75.0"
+    assert sent[1] == (
+        "SATORI pipeline run brave-fox (profile paper): Failed: dvc repro train failed with exit code 1: CUDA out of memory"
+    )

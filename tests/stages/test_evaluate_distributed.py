@@ -1,10 +1,9 @@
-"""The evaluate stage's inference on two CPU processes (torchrun, gloo) gives what one process gives."""
+"""The evaluate_base stage on two CPU processes (torchrun, gloo) gives what one process gives."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,38 +15,45 @@ from tests.conftest import copy_checkout
 
 pytestmark = pytest.mark.slow
 
+EVALUATE_BASE = [
+    "-m", "stages.evaluate_base", "--model", "models/base", "--benchmarks", "data/benchmarks", "--prompt", "prompt.txt",
+    "--work", ".work/evaluate_base", "--out", "reports/evaluate_base", "--metrics", "reports/evaluate_base.json",
+]  # fmt: skip
+
+
+def set_params(repo: Path, **evaluate) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tiny"]["base_model"]["tiny"]["warmup_steps"] = 60  # enough to answer in the format sometimes
+    params["tiny"]["evaluate"].update(evaluate)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
 
 def test_two_gloo_processes_match_one(tmp_path):
     repo = copy_checkout(tmp_path / "checkout")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tiny"]["base_model"]["tiny"]["warmup_steps"] = 60  # enough to answer in the format sometimes
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)  # noqa: E731
-    done = run(sys.executable, "-m", "stages.download")
-    assert done.returncode == 0, done.stderr[-3000:]
-    shutil.copytree(repo / "models/base", repo / "models/trained")
+    set_params(repo, nproc_per_node=1)
+    for fetch in (["fetch_base_model", "--prompt", "prompt.txt", "--out", "models/base"],
+                  ["fetch_benchmarks", "--out", "data/benchmarks", "--metrics", "reports/fetch_benchmarks.json"]):  # fmt: skip
+        done = run(sys.executable, "-m", f"stages.{fetch[0]}", *fetch[1:])
+        assert done.returncode == 0, done.stderr[-3000:]
 
     results = {}
     for nproc in (1, 2):
-        shutil.rmtree(repo / ".work", ignore_errors=True)
-        if nproc == 1:
-            done = run(sys.executable, "-m", "stages.evaluate", "--worker")
-        else:
-            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-            done = run(*launcher, "-m", "stages.evaluate", "--worker")
+        set_params(repo, nproc_per_node=nproc)
+        done = run(sys.executable, *EVALUATE_BASE)
         assert done.returncode == 0, done.stderr[-3000:]
-        scores = json.loads((repo / ".work/evaluate/results.json").read_text())
+        scores = json.loads((repo / "reports/evaluate_base.json").read_text())
         completions = {
             path.name: [json.loads(line)["completion"] for line in path.read_text().splitlines()]
-            for path in (repo / ".work/evaluate").rglob("*_completions.jsonl")
+            for path in (repo / "reports/evaluate_base").glob("*_completions.jsonl")
         }
         results[nproc] = (scores, completions)
     one, two = results[1], results[2]
     assert one[0] == two[0]
-    assert one[1] == two[1] and len(one[1]) == 6  # 3 variants x 2 benchmarks, every answer identical
+    assert one[1] == two[1] and len(one[1]) == 4  # 2 variants x 2 benchmarks, every answer identical
     assert one[0]["base"]["SatoriTiny_MMBench"]["predictions"] == 48

@@ -1,0 +1,63 @@
+"""Writing stage outputs: whole or not at all, and the same bytes wherever the checkout lies.
+
+A DVC output holds only what decides the result: relative paths, no timestamps,
+no run ids. Provenance that names a run goes to MLflow instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SOURCE_FILE = "SOURCE.json"  # provenance of a fetched folder: repo, revision, commit, file manifest
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, *, resume: bool = False) -> Iterator[Path]:
+    """A temporary sibling folder that replaces `final` only if the block succeeds.
+
+    On failure it is deleted, unless `resume`: then it is kept (hidden, git-ignored) and the next
+    attempt starts from what it holds, which is how an interrupted Hub download resumes.
+    """
+    tmp = final.with_name(f".{final.name}.partial")
+    if not resume:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not resume:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Indented, key order as given, newline-terminated; written beside and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_source(folder: Path, **provenance) -> None:
+    write_json(folder / SOURCE_FILE, provenance)
+
+
+def read_source(folder: Path) -> dict:
+    path = folder / SOURCE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def file_manifest(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file under folder (huggingface_hub's .cache metadata excluded)."""
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != SOURCE_FILE and ".cache" not in p.relative_to(folder).parts
+    }

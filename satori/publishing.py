@@ -1,0 +1,267 @@
+"""The Hub folder (weights, processor, model card), its reload check, and the push (the work of the publish stage).
+
+The folder is always built locally. It is pushed with
+huggingface_hub only when publish.push is true, a repo_id is set and a token
+is available from HF_TOKEN or huggingface_hub's own login. The token is
+handed to huggingface_hub and nowhere else: not to logs, MLflow, DVC files or
+the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from satori.config import PARAMS_FILE, Profile, PublishParams, read_params
+from satori.files import SOURCE_FILE
+
+# A pipeline run in a copy of the checkout (flows/pipeline.py --profile) has no git history: the
+# flow passes the revision of the checkout it copied.
+CODE_REVISION_ENV = "SATORI_CODE_REVISION"
+# What a run rewrites: results, not code. They do not make the code revision dirty, and committing
+# them does not change it.
+RUN_OUTPUTS = ("dvc.lock", "reports")
+
+
+def code_revision(checkout: Path = Path(".")) -> str:
+    """The last commit that changed code or params, -dirty when they differ from it; 'unknown' without git."""
+    if os.environ.get(CODE_REVISION_ENV):
+        return os.environ[CODE_REVISION_ENV]
+    pathspec = ["--", ".", *(f":(exclude){path}" for path in RUN_OUTPUTS)]
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%H", *pathspec], cwd=checkout, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def evaluation_table(metrics: dict[str, dict]) -> str:
+    with_plain = all("base_no_instruction" in row for row in metrics.values())
+    header = "| Benchmark | Base | Trained | Δ |" + (" Base, no SATORI instruction |" if with_plain else "")
+    lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "")]
+    for name, row in metrics.items():
+        line = f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
+        lines.append(line + (f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""))
+    return "\n".join(lines)
+
+
+def category_table(metrics: dict[str, dict]) -> str:
+    """Per-category accuracy (%) of each benchmark, base against trained."""
+    lines = ["| Benchmark | Category | Base | Trained | Δ |", "|---|---|---:|---:|---:|"]
+    for name, row in metrics.items():
+        for category, acc in row.get("categories", {}).items():
+            base, trained, delta = (100 * acc[k] for k in ("base", "trained", "delta"))
+            lines.append(f"| {name} | {category} | {base:.1f} | {trained:.1f} | {delta:+.1f} |")
+    return "\n".join(lines)
+
+
+def model_card(
+    *,
+    profile_name: str,
+    profile: Profile,
+    evaluation: dict,
+    data_source: dict,
+    base_source: dict,
+    code_rev: str,
+    curves: str | None = None,
+    gallery: list[str] | None = None,
+) -> str:
+    base_id = base_source.get("repo_id", "unknown")
+    train = profile.train
+    lines = [
+        "---",
+        card_metadata(profile_name, profile, evaluation, data_source, base_source).to_yaml(),
+        "---",
+        "",
+        f"# SATORI GRPO model ({profile_name} profile)",
+        "",
+        "Trained with SATORI (Spatially Anchored Task Optimization with Reinforcement Learning): the model",
+        "answers in three verifiable steps, a caption in `<caption>`, the relevant regions as",
+        "`<bbox>[[x1,y1,x2,y2], ...]</bbox>`, then the answer in `<answer>`, and GRPO rewards each step.",
+        "",
+        "## Evaluation",
+        "",
+        "Accuracy (%) through VLMEvalKit, exact matching, base model against this one:",
+        "",
+        evaluation_table(evaluation),
+        "",
+        "Per category:",
+        "",
+        category_table(evaluation),
+        "",
+        "## Training",
+        "",
+        f"- Base model: `{base_id}` (revision `{base_source.get('commit') or base_source.get('revision')}`)",
+        f"- Data: `{data_source.get('repo_id')}` "
+        f"(revision `{data_source.get('commit') or data_source.get('revision')}`)",
+        f"- Rewards: {', '.join(f'`{r}`' for r in train.reward_funcs)} (mode `{train.reward_mode}`)",
+        f"- GRPO: {train.num_generations} generations, temperature {train.temperature}, "
+        f"learning rate {train.learning_rate}, {train.nproc_per_node} process(es), "
+        f"pixels {profile.vision.min_pixels}..{profile.vision.max_pixels}",
+        f"- Code revision: `{code_rev}`",
+        "",
+        "The exact parameters are in `params.yaml` next to this card.",
+        "",
+    ]
+    if curves:
+        lines[lines.index("## Training") + 1 : lines.index("## Training") + 1] = ["", f"![Rewards per step]({curves})"]
+    if gallery:
+        lines += ["## Where the model looks", ""]
+        lines += ["The first 16 answers per benchmark: predicted boxes in red, caption and answer below each image.", ""]
+        lines += [f"![{Path(p).stem}]({p})" for p in gallery] + [""]
+    return "\n".join(lines)
+
+
+# How the Hub's results widget names the task and the metric of a multiple-choice VQA benchmark.
+EVAL_TASK = "image-text-to-text"
+EVAL_METRIC = "accuracy"
+
+
+def card_metadata(profile_name: str, profile: Profile, evaluation: dict, data_source: dict, base_source: dict):
+    """The card's YAML front matter as huggingface_hub builds and reads it: base model, datasets, license,
+    tags and a model-index with one accuracy per benchmark (the Hub's results widget reads it)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [
+        EvalResult(
+            task_type=EVAL_TASK,
+            dataset_type=name,
+            dataset_name=name,
+            metric_type=EVAL_METRIC,
+            metric_value=round(100 * row["trained"], 2),
+            metric_name="Accuracy (%)",
+            source_name="VLMEvalKit, exact matching",
+            source_url="https://github.com/open-compass/VLMEvalKit",
+        )
+        for name, row in evaluation.items()
+    ]
+    publish = profile.publish
+    return ModelCardData(
+        language=["en"],
+        license=publish.license,
+        license_name=publish.license_name,
+        license_link=publish.license_link,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["satori", "grpo", "qwen2.5-vl", "ms-swift", "vision-language", f"profile-{profile_name}"],
+        base_model=base_source.get("repo_id") if profile.base_model.source == "hub" else None,
+        datasets=[data_source["repo_id"]] if profile.download.source == "hub" and data_source.get("repo_id") else None,
+        model_name=publish.repo_id or f"satori-{profile_name}",
+        eval_results=results,
+    )
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, else the token of `hf auth login`; None when neither exists."""
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def push(folder: Path, params: PublishParams, commit_message: str) -> str:
+    """Upload the folder to params.repo_id; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    token = hub_token()
+    if not token:
+        raise PermissionError(
+            "publish.push is true but no Hugging Face token was found: set HF_TOKEN or run `hf auth login`"
+        )
+    api = HfApi(token=token)
+    api.create_repo(params.repo_id, private=params.private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=params.repo_id, commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
+
+
+CURVES_FILE = "reward_curves.png"  # the reward curves, beside the card that shows them
+
+
+def build_folder(
+    profile_name: str,
+    profile: Profile,
+    model: Path,
+    evaluation: dict,
+    out: Path,
+    curves: Path | None = None,
+    gallery: Path | None = None,
+) -> None:
+    """The Hub folder: every file of the exported model (all weight shards), the card, params and evaluation."""
+    for item in sorted(model.iterdir()):
+        if item.is_file() and item.name != SOURCE_FILE:
+            shutil.copy2(item, out / item.name)
+    if curves is not None:
+        shutil.copy2(curves, out / CURVES_FILE)
+    pictures = []
+    if gallery is not None:
+        (out / "gallery").mkdir()
+        for picture in sorted(gallery.glob("*.png")):
+            shutil.copy2(picture, out / "gallery" / picture.name)
+            pictures.append(f"gallery/{picture.name}")
+    source = json.loads((model / SOURCE_FILE).read_text(encoding="utf-8"))
+    card = model_card(
+        profile_name=profile_name,
+        profile=profile,
+        evaluation=evaluation,
+        data_source=source.get("data", {}),
+        base_source=source.get("base_model", {}),
+        code_rev=code_revision(),
+        curves=CURVES_FILE if curves is not None else None,
+        gallery=pictures,
+    )
+    (out / "README.md").write_text(card, encoding="utf-8")
+    active = {"profile": profile_name, profile_name: read_params(PARAMS_FILE)[profile_name]}
+    (out / "params.yaml").write_text(yaml.safe_dump(active, sort_keys=False), encoding="utf-8")
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+
+
+class ReloadMismatch(RuntimeError):
+    """The Hub folder does not load, or does not answer as the trained model does: it is not pushed."""
+
+
+def greedy_answer(model_dir: Path, image, question: str, max_new_tokens: int = 16) -> list[int]:
+    """Token ids of a greedy answer of the model in model_dir (fp32 on CPU, so two loads agree exactly)."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def check_reloads(hub_folder: Path, model: Path) -> list[int]:
+    """Load the Hub folder with transformers and check one greedy answer equals the trained model's."""
+    from PIL import Image
+
+    image = Image.new("RGB", (224, 168), (200, 40, 40))
+    question = "What color is the image?"
+    try:
+        published = greedy_answer(hub_folder, image, question)
+    except Exception as err:
+        raise ReloadMismatch(f"{hub_folder} does not load with transformers ({type(err).__name__}: {err})") from err
+    expected = greedy_answer(model, image, question)
+    if published != expected:
+        raise ReloadMismatch(
+            f"{hub_folder} answers {published} where {model} answers {expected} (greedy, same prompt)"
+        )
+    return published

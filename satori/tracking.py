@@ -1,0 +1,317 @@
+"""MLflow, behind one small module.
+
+One parent run per pipeline run (opened by the driver, `flows/pipeline.py`),
+one child run per stage. A stage runs in its own process (DVC starts it), so
+the parent's id travels in SATORI_PARENT_RUN_ID and the child is tied to it
+with the `mlflow.parentRunId` tag. A stage run by hand, with no parent, is a
+top-level run of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from satori.config import REPO_ROOT
+
+PARENT_RUN_ENV = "SATORI_PARENT_RUN_ID"
+STAGE_TAG = "satori.stage"
+PROFILE_TAG = "satori.profile"
+PID_TAG = "satori.pid"
+HOST_TAG = "satori.host"
+CODE_TAG = "satori.code_revision"
+PARAMS_HASH_TAG = "satori.params_hash"
+DVC_EXP_TAG = "satori.dvc_experiment"
+OUTPUTS_TAG = "satori.outputs_md5"  # what the stage's outputs hash to in dvc.lock
+CACHED_TAG = "satori.cached"
+PIPELINE_TAG = "satori.pipeline"  # on parent runs
+PRODUCED_BY_TAG = "satori.produced_by"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, or a SQLite store at the repo root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> Path:
+    """Artifacts sit beside a SQLite store (mlartifacts/); MLflow's default is relative to the cwd."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    return REPO_ROOT / "mlartifacts"
+
+
+def _client_for(experiment: str):
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if not uri.startswith("sqlite:///"):  # a tracking server decides where artifacts go
+        if found is None:
+            mlflow.create_experiment(experiment)
+    else:
+        wanted = (artifact_root(uri) / experiment).as_uri()
+        if found is None:
+            mlflow.create_experiment(experiment, artifact_location=wanted)
+        elif found.artifact_location != wanted:
+            _move_artifact_location(uri, found.experiment_id, wanted)
+    mlflow.set_experiment(experiment)
+    return mlflow
+
+
+def _move_artifact_location(uri: str, experiment_id: str, location: str) -> None:
+    """Point an experiment of a local SQLite store at the artifact folder beside that store.
+
+    MLflow writes an experiment's artifact location as an absolute path when it creates it and
+    offers no API to change it, so a copied or moved checkout would keep writing its artifacts
+    into the original's folder. New runs take the location from the experiment; old runs keep theirs.
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, experiment_id))
+
+
+def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every non-mapping value of a nested mapping."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def flatten(params: Mapping[str, Any]) -> dict[str, str]:
+    """Nested params as dotted keys, values as strings MLflow accepts (500 chars at most)."""
+    return {k: (v if isinstance(v, str) else json.dumps(v))[:500] for k, v in leaves(params)}
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    experiment: str, profile: str, params: Mapping[str, Any], code_revision: str, tags: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """The parent run of one pipeline run; its id is exported for the stages it starts.
+
+    It carries what makes two pipeline runs comparable in the MLflow UI: the active profile's
+    parameters (flattened), the code revision, a hash of the parameters, the DVC experiment name
+    when there is one, and a distinct name (profile, time).
+    """
+    mlflow = _client_for(experiment)
+    all_tags = {**run_tags(profile, params, code_revision), PIPELINE_TAG: "true", **(tags or {})}
+    name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with mlflow.start_run(run_name=name, tags=all_tags) as run:
+        mlflow.log_params(flatten(params))
+        previous = os.environ.get(PARENT_RUN_ENV)
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        try:
+            yield run.info.run_id
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_RUN_ENV, None)
+            else:
+                os.environ[PARENT_RUN_ENV] = previous
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_tags(profile: str, params: Mapping[str, Any], code_revision: str) -> dict[str, str]:
+    tags = {PROFILE_TAG: profile, CODE_TAG: code_revision, PARAMS_HASH_TAG: params_hash(params)}
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
+        tags[DVC_EXP_TAG] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def record_stage(stage: str, ran: bool, outputs_hash: str | None) -> None:
+    """Tie a stage to the pipeline run (the active run) whether DVC ran it or found it up to date.
+
+    A stage that ran has a child run already: it is tagged with the hash of its outputs. A stage
+    DVC skipped gets a child run of its own, tagged cached, naming (and linking) the run that
+    produced the outputs it reused, found by that hash.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id
+    if ran:
+        query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`{STAGE_TAG}` = '{stage}'"
+        for run in client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]):
+            client.set_tag(run.info.run_id, OUTPUTS_TAG, outputs_hash or "")
+        return
+    producer = None
+    if outputs_hash:
+        query = f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{OUTPUTS_TAG}` = '{outputs_hash}'"
+        found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+        producer = found[0] if found else None
+    note = f"DVC found `{stage}` up to date and skipped it."
+    if producer:
+        link = f"#/experiments/{experiment_id}/runs/{producer.info.run_id}"
+        note += f" Its outputs were produced by run [{producer.info.run_name}]({link})."
+    tags = {
+        "mlflow.parentRunId": parent.info.run_id,
+        STAGE_TAG: stage,
+        CACHED_TAG: "true",
+        OUTPUTS_TAG: outputs_hash or "",
+        PRODUCED_BY_TAG: producer.info.run_id if producer else "unknown",
+        "mlflow.note.content": note,
+    }
+    run = client.create_run(experiment_id, run_name=f"{stage} (cached)", tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the stage like Ctrl-C does, so its run ends KILLED and its partial outputs are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str, experiment: str, profile: str, params: Mapping[str, Any], continue_run: str | None = None
+) -> Iterator[Any]:
+    """A child run for one stage (top-level when no pipeline run is open); `continue_run` reopens an earlier one.
+
+    The run ends FINISHED, FAILED on an error, or KILLED on SIGTERM/SIGINT; a run left RUNNING by a
+    stage killed with SIGKILL is marked KILLED when the next run of that stage starts on this machine.
+    """
+    mlflow = _client_for(experiment)
+    _end_orphans(mlflow, experiment, stage)
+    tags = {STAGE_TAG: stage, PROFILE_TAG: profile, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    parent = os.environ.get(PARENT_RUN_ENV) or _experiment_parent(mlflow, experiment, profile)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    # In-process (a test, a notebook) the parent is the active run: MLflow needs nested=True for that.
+    nested = mlflow.active_run() is not None
+    if continue_run:
+        run = mlflow.start_run(run_id=continue_run, nested=nested)
+        mlflow.set_tags({PID_TAG: tags[PID_TAG], HOST_TAG: tags[HOST_TAG]})
+    else:
+        run = mlflow.start_run(run_name=stage, tags=tags, nested=nested)
+    try:
+        if not continue_run:
+            mlflow.log_params(flatten(params))
+        yield run
+    except (Terminated, KeyboardInterrupt):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _experiment_parent(mlflow, experiment_name: str, profile: str) -> str | None:
+    """Under `dvc exp run` (no pipeline run open), one parent run per DVC experiment, so its stages hang together."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return None
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    query = f"tags.`{DVC_EXP_TAG}` = '{name}' and tags.`{PIPELINE_TAG}` = 'true'"
+    found = client.search_runs([experiment.experiment_id], query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {PROFILE_TAG: profile, DVC_EXP_TAG: name, PIPELINE_TAG: "true"}
+    run = client.create_run(experiment.experiment_id, run_name=f"dvc-exp-{name}", tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _end_orphans(mlflow, experiment_name: str, stage: str) -> None:
+    """Mark KILLED the RUNNING runs of this stage whose process (on this machine) no longer exists."""
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    host = socket.gethostname()
+    query = f"attributes.status = 'RUNNING' and tags.`{STAGE_TAG}` = '{stage}' and tags.`{HOST_TAG}` = '{host}'"
+    for run in client.search_runs([experiment.experiment_id], query):
+        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+        if pid and not _alive(pid):
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def log_image(image, key: str, step: int) -> None:
+    """An image in the active run, under key, at a step (MLflow's image slider shows them per step)."""
+    import mlflow
+
+    mlflow.log_image(image, key=key, step=step)
+
+
+def logged_steps(run_id: str, metric: str) -> list[int]:
+    """The steps at which `metric` was logged in a run."""
+    import mlflow
+
+    return [m.step for m in mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, metric)]
+
+
+def run_link(run_id: str) -> str:
+    """Where to see a run: its URL on a tracking server, or the command that opens a local store."""
+    import mlflow
+
+    uri = tracking_uri()
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"run `{run.info.run_name}` ({run_id}); open with `mlflow ui --backend-store-uri {uri}`"
+
+
+def say(message: str) -> None:
+    """One line on the console (flushed, so it shows while a long stage runs)."""
+    print(f"[satori] {message}", flush=True)
+
+
+# MLflow metric names allow letters, digits, _ - . / and spaces; benchmark categories may hold more.
+_METRIC_NAME_UNSAFE = re.compile(r"[^\w\-./ ]")
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log the finite numbers of a (nested) mapping to the active run, under dotted names."""
+    import mlflow
+
+    clean = {
+        _METRIC_NAME_UNSAFE.sub("_", k): float(v)
+        for k, v in leaves(metrics)
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    }
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path)
+    else:
+        mlflow.log_artifact(str(path), artifact_path)

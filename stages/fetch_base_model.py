@@ -1,0 +1,59 @@
+"""Stage: fetch the base model into --out (the tiny Qwen2.5-VL built from a seed, or a Hub snapshot).
+
+    python -m stages.fetch_base_model --prompt prompt.txt --out models/base
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from satori import synthetic, tracking
+from satori.config import load_profile, system_prompt
+from satori.files import atomic_dir, write_source
+from satori.hub import hub_snapshot
+from satori.tiny_model import build_tiny_model
+from satori.transient import report_transient
+
+
+@report_transient
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompt", type=Path, required=True, help="the system prompt the tiny model is warmed up with")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    name, profile = load_profile()
+    params, vision = profile.base_model, profile.vision
+    logged = {"base_model": params.model_dump(), "vision": vision.model_dump()}
+    with tracking.stage_run("fetch_base_model", profile.mlflow_experiment, name, logged):
+        with atomic_dir(args.out, resume=params.source == "hub") as out:
+            if params.source == "tiny":
+                tiny, prompt = params.tiny, system_prompt(args.prompt)
+                tracking.say(f"building the tiny Qwen2.5-VL (seed {tiny.seed}, {tiny.warmup_steps} warm-up steps)")
+                losses = build_tiny_model(
+                    out,
+                    seed=tiny.seed,
+                    hidden_size=tiny.hidden_size,
+                    num_layers=tiny.num_layers,
+                    bpe_vocab_size=tiny.bpe_vocab_size,
+                    min_pixels=vision.min_pixels,
+                    max_pixels=vision.max_pixels,
+                    corpus=synthetic.tokenizer_corpus(prompt),
+                    system_prompt=prompt,
+                    warmup_examples=synthetic.warmup_examples(tiny.warmup_examples, tiny.seed, vision.seen_size),
+                    warmup_steps=tiny.warmup_steps,
+                    warmup_batch_size=tiny.warmup_batch_size,
+                    warmup_lr=tiny.warmup_lr,
+                    progress=tracking.say,
+                )
+                tracking.log_metrics({"tiny_model.warmup_final_loss": losses[-1]} if losses else {})
+                write_source(out, repo_id="tiny-qwen2.5-vl", revision=f"seed-{tiny.seed}", commit=None)
+            else:
+                source = hub_snapshot(
+                    params.repo_id, params.revision, "model", out, params.local_mirror, "base_model.revision"
+                )
+                write_source(out, **source)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Stage: the benchmark TSVs into --out (synthetic MMBench/MMStar-shaped ones, or the official files), each checked.
+
+    python -m stages.fetch_benchmarks --out data/benchmarks --metrics reports/fetch_benchmarks.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from satori import synthetic, tracking
+from satori.benchmark_files import fetch_official_tsv, validate_benchmark_tsv
+from satori.config import load_profile
+from satori.files import atomic_dir, write_json
+from satori.transient import report_transient
+
+
+@report_transient
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    args = parser.parse_args(argv)
+    name, profile = load_profile()
+    params = profile.benchmarks
+    with tracking.stage_run("fetch_benchmarks", profile.mlflow_experiment, name, {"benchmarks": params.model_dump()}):
+        rows: dict[str, int] = {}
+        with atomic_dir(args.out) as out:
+            for spec in params.items:
+                tsv = out / f"{spec.name}.tsv"
+                if spec.kind == "official":
+                    fetch_official_tsv(spec.name, params.mirror, out)
+                else:
+                    bench_rows = synthetic.benchmark_rows(
+                        questions=spec.questions,
+                        seed=spec.seed,
+                        circular=spec.kind == "synthetic_mmbench",
+                        category_column="l2-category" if spec.kind == "synthetic_mmbench" else "l2_category",
+                    )
+                    synthetic.write_benchmark_tsv(tsv, bench_rows)
+                # A broken file fails here, naming file, row and column, before any model is loaded.
+                rows[spec.name] = validate_benchmark_tsv(tsv)
+                tracking.say(f"{spec.name}: {rows[spec.name]} rows checked")
+        write_json(args.metrics, {"rows": rows})
+        tracking.log_metrics({"rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from satori import publishing as publish
+from satori.config import REPO_ROOT, PublishParams, load_profile
+
+PARAMS = REPO_ROOT / "params.yaml"
+
+EVALUATION = {
+    "SatoriTiny_MMBench": {"base": 0.25, "trained": 0.5, "delta": 0.25},
+    "SatoriTiny_MMStar": {"base": 0.125, "trained": 0.0625, "delta": -0.0625},
+}
+
+
+def test_evaluation_table():
+    table = publish.evaluation_table(EVALUATION)
+    assert table.splitlines() == [
+        "| Benchmark | Base | Trained | Δ |",
+        "|---|---:|---:|---:|",
+        "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |",
+        "| SatoriTiny_MMStar | 12.5 | 6.2 | -6.2 |",
+    ]
+
+
+def test_model_card_names_model_data_code_and_rewards():
+    name, profile = load_profile(PARAMS, name="paper")
+    card = publish.model_card(
+        profile_name=name,
+        profile=profile,
+        evaluation=EVALUATION,
+        data_source={"repo_id": "justairr/VQA-Verify", "revision": "main", "commit": "d" * 40},
+        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct", "revision": "main", "commit": "b" * 40},
+        code_rev="c" * 40,
+    )
+    assert card.startswith("---\n") and "\nlibrary_name: transformers\n" in card
+    assert "base_model: Qwen/Qwen2.5-VL-3B-Instruct" in card
+    assert "- justairr/VQA-Verify" in card
+    assert "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |" in card
+    assert f"`{'d' * 40}`" in card and f"`{'b' * 40}`" in card and f"`{'c' * 40}`" in card
+    assert "`external_format`, `external_bbox_acc`, `extern_vqa_acc`" in card
+
+
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        FakeApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private, exist_ok):
+        FakeApi.calls.append(("create_repo", repo_id, private, exist_ok))
+
+    def upload_folder(self, folder_path, repo_id, commit_message):
+        FakeApi.calls.append(("upload_folder", folder_path, repo_id, commit_message))
+        return type("Info", (), {"commit_url": f"https://hub.invalid/{repo_id}/commit/1"})()
+
+
+def test_push_hands_the_token_to_huggingface_hub_only(tmp_path, monkeypatch, caplog, capsys):
+    import huggingface_hub
+
+    token = "hf_unitFakeToken_0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    caplog.set_level(logging.DEBUG)
+    url = publish.push(tmp_path, PublishParams(push=True, repo_id="me/satori", private=True), "msg")
+    assert url == "https://hub.invalid/me/satori/commit/1"
+    assert FakeApi.calls == [
+        ("init", token),
+        ("create_repo", "me/satori", True, True),
+        ("upload_folder", str(tmp_path), "me/satori", "msg"),
+    ]
+    out = capsys.readouterr()
+    assert token not in caplog.text + out.out + out.err
+
+
+def test_push_without_a_token_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    with pytest.raises(PermissionError, match="set HF_TOKEN or run `hf auth login`"):
+        publish.push(tmp_path, PublishParams(push=True, repo_id="me/satori"), "msg")
+
+
+def test_the_folder_holds_the_exported_model_and_only_the_active_profile(tmp_path, monkeypatch):
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (trained / name).write_text("{}")
+    (trained / "SOURCE.json").write_text(json.dumps({"base_model": {"repo_id": "b"}, "data": {"repo_id": "d"}}))
+    out = tmp_path / "hub"
+    out.mkdir()
+    name, profile = load_profile(PARAMS, name="tiny")
+    monkeypatch.chdir(REPO_ROOT)  # params.yaml is read where DVC runs the stage
+    publish.build_folder(name, profile, trained, EVALUATION, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "evaluation.json", "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors", "params.yaml",
+    ]  # fmt: skip
+    import yaml
+
+    dumped = yaml.safe_load((out / "params.yaml").read_text())
+    assert list(dumped) == ["profile", "tiny"] and dumped["profile"] == "tiny"
+
+
+def test_a_folder_that_does_not_reload_or_answers_otherwise_is_refused(tmp_path, tiny_model_dir):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny_model_dir, hub)
+    assert publish.check_reloads(hub, tiny_model_dir) == publish.greedy_answer(
+        tiny_model_dir, __import__("PIL.Image").Image.new("RGB", (224, 168), (200, 40, 40)), "What color is the image?"
+    )
+    torch.manual_seed(0)
+    weights = {k: v + torch.randn_like(v) for k, v in load_file(hub / "model.safetensors").items()}  # loads, wrong
+    save_file(weights, hub / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(publish.ReloadMismatch, match="answers .* where .* answers"):
+        publish.check_reloads(hub, tiny_model_dir)
+    (hub / "model.safetensors").unlink()
+    with pytest.raises(publish.ReloadMismatch, match="does not load with transformers"):
+        publish.check_reloads(hub, tiny_model_dir)
+
+
+def test_code_revision_ignores_what_a_run_rewrites(tmp_path):
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("x\n")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "code"], cwd=tmp_path, check=True)
+    head = lambda: subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    code_commit = head()
+    (tmp_path / "dvc.lock").write_text("y\n")  # a run rewrote the lock
+    assert publish.code_revision(tmp_path) == code_commit
+    subprocess.run([*git, "commit", "-qam", "results"], cwd=tmp_path, check=True)
+    assert head() != code_commit and publish.code_revision(tmp_path) == code_commit
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert publish.code_revision(tmp_path) == f"{code_commit}-dirty"
+
+
+def test_category_table():
+    evaluation = {"B": {"categories": {"color": {"base": 0.5, "trained": 0.75, "delta": 0.25}}}}
+    assert publish.category_table(evaluation).splitlines()[2] == "| B | color | 50.0 | 75.0 | +25.0 |"
+
+
+def test_the_card_metadata_is_what_the_hub_reads(tmp_path):
+    """Parsed back by huggingface_hub offline: base model, datasets, license, tags and a model-index per benchmark."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    name, profile = load_profile(PARAMS, name="paper")
+    card_text = publish.model_card(
+        profile_name=name,
+        profile=profile,
+        evaluation={k: {**v, "categories": {}} for k, v in EVALUATION.items()},
+        data_source={"repo_id": "justairr/VQA-Verify", "commit": "d" * 40},
+        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct", "commit": "b" * 40},
+        code_rev="c" * 40,
+        curves="reward_curves.png",
+    )
+    card = ModelCard(card_text)
+    data = card.data.to_dict()
+    assert data["base_model"] == "Qwen/Qwen2.5-VL-3B-Instruct" and data["datasets"] == ["justairr/VQA-Verify"]
+    assert (data["license"], data["license_name"]) == ("other", "qwen-research")
+    assert {"satori", "grpo"} <= set(data["tags"])
+    model_name, results = model_index_to_eval_results(data["model-index"])
+    assert model_name == "satori-paper"
+    assert {(r.dataset_name, r.metric_type, r.metric_value) for r in results} == {
+        ("SatoriTiny_MMBench", "accuracy", 50.0), ("SatoriTiny_MMStar", "accuracy", 6.25),
+    }  # fmt: skip
+    assert "![Rewards per step](reward_curves.png)" in card.text

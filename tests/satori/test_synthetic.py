@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+
+from satori import synthetic
+
+
+def test_dataset_is_deterministic(tmp_path):
+    a = synthetic.write_vqa_dataset(tmp_path / "a", rows=12, seed=3)
+    b = synthetic.write_vqa_dataset(tmp_path / "b", rows=12, seed=3)
+    assert a.read_text() == b.read_text()
+    assert (tmp_path / "a/images/000007.png").read_bytes() == (tmp_path / "b/images/000007.png").read_bytes()
+
+
+def test_boxes_are_exact_and_colours_are_where_the_boxes_say():
+    rng = random.Random(5)
+    for _ in range(40):
+        scene = synthetic.random_scene(rng)
+        pixels = np.asarray(scene.render())
+        assert pixels.shape == (scene.height, scene.width, 3)
+        for shape in scene.shapes:
+            x1, y1, x2, y2 = shape.box
+            assert 0 <= x1 < x2 <= scene.width and 0 <= y1 < y2 <= scene.height
+            centre = pixels[(y1 + y2) // 2 + (y2 - y1) // 4, (x1 + x2) // 2]
+            assert tuple(centre) == synthetic.COLORS[shape.color]
+
+
+def test_vqa_answers_are_true_of_the_scene():
+    rng = random.Random(9)
+    for _ in range(60):
+        scene = synthetic.random_scene(rng)
+        item = synthetic.vqa_item(rng, scene)
+        question, answers = item["question"], item["answers"]
+        if question.startswith("How many"):
+            assert answers == [str(len(scene.shapes))]
+            assert len(item["bboxs"]) == len(scene.shapes)
+        elif question.startswith("What color"):
+            kind = question.removeprefix("What color is the ").rstrip("?")
+            shape = next(s for s in scene.shapes if s.kind == kind)
+            assert answers[0] == shape.color and item["bboxs"] == [list(shape.box)]
+        else:
+            color = question.split("?")[0].removeprefix("Which shape is ")
+            shape = next(s for s in scene.shapes if s.color == color)
+            letter = answers[0]
+            assert f"\n{letter}. {shape.kind}\n" in question
+
+
+def test_mmbench_rows_rotate_options_and_keep_the_answer():
+    rows = synthetic.benchmark_rows(questions=5, seed=1, circular=True, category_column="l2-category")
+    assert len(rows) == 20
+    by_index = {r["index"]: r for r in rows}
+    for i in range(5):
+        copies = [by_index[i + k * 1_000_000] for k in range(4)]
+        truths = {c[c["answer"]] for c in copies}
+        assert len(truths) == 1, "every rotation must point at the same option text"
+        assert len({c["answer"] for c in copies}) == 4, "the correct letter moves with the rotation"
+
+
+def test_mmstar_rows_are_plain():
+    rows = synthetic.benchmark_rows(questions=7, seed=2, circular=False, category_column="l2_category")
+    assert [r["index"] for r in rows] == list(range(7))
+    assert all("l2_category" in r and r[r["answer"]] for r in rows)
+
+
+def test_warmup_targets_are_well_formed_and_scaled():
+    examples = synthetic.warmup_examples(20, 0, lambda w, h: (w // 2, h // 2))
+    from satori.rewards import Format
+
+    assert Format()([target for _, _, target in examples]) == [1.0] * 20
+    for image, _, target in examples:
+        boxes = json.loads(target.split("<bbox>")[1].split("</bbox>")[0])
+        for x1, y1, x2, y2 in boxes:
+            assert 0 <= x1 < x2 <= image.width // 2 + 1 and 0 <= y1 < y2 <= image.height // 2 + 1

@@ -1,0 +1,78 @@
+"""A training run killed with SIGKILL after checkpoint k resumes at step k+1 when run again (a real ms-swift run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import copy_checkout
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_one_mlflow_history(tmp_path):
+    import mlflow
+
+    repo = copy_checkout(tmp_path / "checkout")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tiny"]["base_model"]["tiny"]["warmup_steps"] = 0  # seconds to build; learning is not the point here
+    params["tiny"]["train"].update(max_steps=4, save_steps=1, save_total_limit=4, eval_steps=4)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": store,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    dvc = [sys.executable, "-m", "dvc", "repro", "--single-item"]
+    for stage in ("fetch_dataset", "fetch_base_model", "preprocess"):
+        done = subprocess.run([*dvc, stage], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    # Kill the whole stage (DVC, the stage, ms-swift) as a preempted machine would, right after checkpoint-1.
+    first = subprocess.Popen([*dvc, "train"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not list(repo.glob(".work/train/*/swift_output/checkpoint-1/trainer_state.json")):
+        assert first.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint-1 in 10 minutes"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    (output_dir,) = repo.glob(".work/train/*/swift_output")
+    whole = [int(p.parent.name.split("-")[1]) for p in output_dir.glob("checkpoint-*/trainer_state.json")]
+    k = max(whole)
+    lines_before = (output_dir / "logging.jsonl").read_text().splitlines() if (output_dir / "logging.jsonl").exists() else []
+    assert not (repo / "models/trained").exists()
+
+    second = subprocess.run([*dvc, "train"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-3000:]
+    assert f"resuming from checkpoint-{k} " in second.stdout
+
+    new_records = []
+    for line in (output_dir / "logging.jsonl").read_text().splitlines()[len(lines_before):]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the line SIGKILL cut, continued by the resumed run
+            continue
+        if "reward" in record:
+            new_records.append(int(record["global_step/max_steps"].split("/")[0]))
+    assert new_records[0] == k + 1, (k, new_records)
+    assert new_records[-1] == 4
+
+    client = mlflow.MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("satori-tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.`satori.stage` = 'train'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the killed run, continued
+    history = client.get_metric_history(runs[0].info.run_id, "reward")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # no gap, no duplicate
+    assert json.loads((repo / "reports/train.json").read_text())["steps"] == 4
+    assert (repo / "models/trained/model.safetensors").is_file()

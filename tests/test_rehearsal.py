@@ -1,0 +1,150 @@
+"""`make rehearse`: the paper profile's code path at tiny scale on CPU, checked by what it leaves (minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_checkout
+
+pytestmark = pytest.mark.slow
+
+ALLOWED_MODEL_FILES = {
+    "SOURCE.json", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "chat_template.jinja", "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    """`make rehearse` in a fresh copy of the checkout: mirrors, then the rehearsal and rehearsal_lora profiles."""
+    work = tmp_path_factory.mktemp("rehearsal")
+    repo = copy_checkout(work / "checkout")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PREFECT_HOME": str(work / "prefect"),
+        "HF_HUB_OFFLINE": "1",
+        "SATORI_MIRROR": str(repo / ".rehearsal"),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
+    done = run(sys.executable, "-m", "satori.mirrors", "--out", ".rehearsal")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {}
+    for profile in ("rehearsal", "rehearsal_lora"):
+        done = run(sys.executable, "-m", "flows.pipeline", "--profile", profile)
+        (work / f"{profile}.log").write_text(done.stdout + done.stderr)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        start = done.stdout.rindex('{\n  "mlflow_run_id"')
+        results[profile], _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    return repo, env, results
+
+
+def test_both_variants_ran_every_stage_in_their_own_folder(rehearsal):
+    repo, _, results = rehearsal
+    for profile, summary in results.items():
+        assert summary["profile"] == profile and Path(summary["folder"]) == repo / ".runs" / profile
+        assert all(summary["ran"].values())
+    assert "profile: tiny\n" in (repo / "params.yaml").read_text()  # the checkout was not switched
+
+
+def test_the_dataset_came_from_the_hub_layout_mirror_with_embedded_images(rehearsal):
+    repo, *_ = rehearsal
+    run_dir = repo / ".runs/rehearsal"
+    raw = run_dir / "data/raw"
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.parquet")) == [
+        "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+    ]  # fmt: skip
+    assert not (raw / ".cache").exists()  # huggingface_hub's timestamped metadata is not part of the output
+    source = json.loads((raw / "SOURCE.json").read_text())
+    from satori.mirrors import DATASET_COMMIT
+
+    assert source["commit"] == DATASET_COMMIT
+    report = json.loads((run_dir / "reports/preprocess.json").read_text())
+    assert report["rows_in"] == 64 and report["kept"] == 64
+    rows = [json.loads(line) for line in (run_dir / "data/processed/train.jsonl").read_text().splitlines()]
+    assert all(row["images"][0].startswith("data/processed/images/") for row in rows)  # written out once
+
+
+def test_two_training_processes_trained_one_model_together(rehearsal):
+    """Real data parallelism: one RNG state per rank, and each step saw world_size x per-device completions."""
+    repo, *_ = rehearsal
+    (output_dir,) = (repo / ".runs/rehearsal/.work/train").glob("*/swift_output")
+    checkpoint = output_dir / "checkpoint-3"
+    assert {p.name for p in checkpoint.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    training_tables: dict[int, dict] = {}  # the first table logged at a step is its training rollout
+    for line in (output_dir / "completions.jsonl").read_text().splitlines():
+        table = json.loads(line)
+        training_tables.setdefault(int(table["step"][0]), table)
+    world_size, per_device = 2, 2
+    for step in (1, 2, 3):
+        table = training_tables[step]
+        # Gathered from both ranks: world_size x per-device completions, the 4 generations of one prompt
+        # (each rank made 2 of them). Two independent copies would each log only their own 2.
+        assert len(table["completion"]) == world_size * per_device
+        assert len(set(table["prompt"])) == 1
+    logged = [json.loads(line) for line in (output_dir / "logging.jsonl").read_text().splitlines()]
+    assert sorted(r["global_step/max_steps"] for r in logged if "reward" in r) == ["1/3", "2/3", "3/3"]  # once each
+
+
+def test_the_exported_full_model_is_every_shard_and_nothing_for_resuming(rehearsal):
+    repo, *_ = rehearsal
+    trained = repo / ".runs/rehearsal/models/trained"
+    index = json.loads((trained / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 2
+    names = {p.name for p in trained.iterdir()}
+    assert names == {"model.safetensors.index.json", *shards} | (names & ALLOWED_MODEL_FILES)
+    hub = repo / ".runs/rehearsal/publish/hub"
+    assert set(shards) <= {p.name for p in hub.iterdir()}
+    for shard in shards:
+        assert (hub / shard).read_bytes() == (trained / shard).read_bytes()
+
+
+def test_the_lora_variant_exports_merged_weights_that_evaluate_and_publish_use(rehearsal):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    repo, *_ = rehearsal
+    run_dir = repo / ".runs/rehearsal_lora"
+    trained = run_dir / "models/trained"
+    assert not (trained / "adapter_config.json").exists()
+    assert json.loads((trained / "SOURCE.json").read_text())["tuner_type"] == "lora"
+    from safetensors.torch import load_file
+
+    merged = Qwen2_5_VLForConditionalGeneration.from_pretrained(trained).state_dict()
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(run_dir / "models/base").state_dict()
+    changed = [k for k, v in merged.items() if not torch.equal(v, base[k])]
+    assert changed, "the merged model equals the base model"
+    # Recompute one merged weight from the adapter itself: W + (B @ A) * alpha / r.
+    (checkpoint,) = (run_dir / ".work/train").glob("*/swift_output/checkpoint-3")
+    adapter = load_file(checkpoint / "adapter_model.safetensors")
+    config = json.loads((checkpoint / "adapter_config.json").read_text())
+    a_key = next(k for k in adapter if k.endswith("q_proj.lora_A.weight") and "language_model" in k)
+    weight_key = a_key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+    delta = adapter[a_key.replace("lora_A", "lora_B")] @ adapter[a_key] * (config["lora_alpha"] / config["r"])
+    assert torch.allclose(merged[weight_key], base[weight_key] + delta, atol=1e-6)
+    evaluation = json.loads((run_dir / "reports/evaluate.json").read_text())
+    assert set(evaluation) == {"SatoriTiny_MMBench", "SatoriTiny_MMStar"}
+    assert (run_dir / "publish/hub/README.md").is_file()
+
+
+def test_evaluation_ran_on_two_processes_and_scored_every_question(rehearsal):
+    repo, *_ = rehearsal
+    scores = json.loads((repo / ".runs/rehearsal/reports/evaluate_base.json").read_text())
+    assert scores["base"]["SatoriTiny_MMBench"]["predictions"] == 32 and scores["base"]["SatoriTiny_MMStar"]["predictions"] == 16
+    import mlflow
+
+    _, env, results = rehearsal
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs(
+        [client.get_experiment_by_name("satori-rehearsal").experiment_id],
+        f"tags.`mlflow.parentRunId` = '{results['rehearsal']['mlflow_run_id']}' and tags.`satori.stage` = 'evaluate_base'",
+    )[0]
+    assert run.data.params["evaluate.nproc_per_node"] == "2"
