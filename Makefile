@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run rehearse test test-fast repro clean
+.PHONY: install run rehearse learn test test-fast repro clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ rehearse: $(STAMP)
 	$(PY) -m satori.mirrors --out .rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal_lora
+
+# The embedded default trained long enough to learn, and its control (rewards inverted), each in .runs/<profile>;
+# then first against last quarter of the steps, per reward, for both.
+learn: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --profile learn
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --profile learn_control
+	$(PY) -m satori.learning .runs/learn .runs/learn_control
 
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest

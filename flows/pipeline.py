@@ -320,7 +320,9 @@ def satori_pipeline(profile: str | None = None) -> dict:
         for stage in STAGES:
             ran[stage] = TASKS[stage](stage, str(folder))
             tracking.record_stage(stage, ran[stage], outputs_hash(folder, stage))
-            tracking.log_artifact(folder / ".work" / "logs" / f"{stage}.log", "logs")
+            stage_log = folder / ".work" / "logs" / f"{stage}.log"
+            if stage_log.exists():
+                tracking.log_artifact(stage_log, "logs")
         evaluation = json.loads((folder / "reports" / "evaluate.json").read_text(encoding="utf-8"))
         tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
         link = tracking.run_link(run_id)

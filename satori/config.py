@@ -150,6 +150,8 @@ class TrainParams(Section):
         Field(min_length=1)
     )
     reward_mode: Literal["corrected", "paper"] = "corrected"
+    # invert: GRPO gets 1 - r for every reward (the control run that proves the wiring); reports show true values.
+    reward_control: Literal["none", "invert"] = "none"
     tuner_type: Literal["full", "lora"]
     target_modules: str = "all-linear"
     torch_dtype: Literal["float32", "bfloat16", "float16"]

@@ -17,16 +17,22 @@ SOURCE_FILE = "SOURCE.json"  # provenance of a fetched folder: repo, revision, c
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, *, resume: bool = False) -> Iterator[Path]:
+def atomic_dir(final: Path, *, resume: bool = False, resume_key: str = "") -> Iterator[Path]:
     """A temporary sibling folder that replaces `final` only if the block succeeds.
 
     On failure it is deleted, unless `resume`: then it is kept (hidden, git-ignored) and the next
-    attempt starts from what it holds, which is how an interrupted Hub download resumes.
+    attempt starts from what it holds, which is how an interrupted Hub download resumes. Only an
+    attempt with the same `resume_key` (repo and revision) resumes it; a partial folder left by
+    another revision is discarded, so no file of another revision ends up in the output.
     """
     tmp = final.with_name(f".{final.name}.partial")
-    if not resume:
+    key_file = final.with_name(f".{final.name}.partial.key")
+    stale = key_file.exists() and key_file.read_text(encoding="utf-8") != resume_key
+    if not resume or stale:
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
+    if resume:
+        key_file.write_text(resume_key, encoding="utf-8")
     try:
         yield tmp
     except BaseException:
@@ -35,6 +41,7 @@ def atomic_dir(final: Path, *, resume: bool = False) -> Iterator[Path]:
         raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    key_file.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -645,4 +645,20 @@ REWARDS = {
     "extern_vqa_acc": VQAAccuracy,
     "external_caption_acc": CaptionAccuracy,
 }
-orms.update(REWARDS)
+
+# The wiring control (train.reward_control: invert): every reward r is handed to GRPO as 1 - r. A run
+# that learns what the rewards ask must then move the true rewards down, not up.
+CONTROL_ENV = "SATORI_REWARD_CONTROL"
+
+
+def with_control(cls: type[ORM]) -> type[ORM]:
+    """cls, its values inverted when SATORI_REWARD_CONTROL=invert; same class name (ms-swift logs by it)."""
+
+    def __call__(self, completions, **kwargs) -> list[float]:
+        values = cls.__call__(self, completions, **kwargs)
+        return [1.0 - v for v in values] if os.environ.get(CONTROL_ENV) == "invert" else values
+
+    return type(cls.__name__, (cls,), {"__call__": __call__, "__doc__": cls.__doc__})
+
+
+orms.update({name: with_control(cls) for name, cls in REWARDS.items()})

@@ -170,6 +170,7 @@ def swift_environment(params: TrainParams, vision: VisionParams) -> dict[str, st
         MIN_PIXELS=str(vision.min_pixels),
         MAX_PIXELS=str(vision.max_pixels),
         SATORI_REWARD_MODE=params.reward_mode,
+        SATORI_REWARD_CONTROL=params.reward_control,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REWARD_PLUGIN.parent.parent), env.get("PYTHONPATH")])),
     )
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):  # the stage logs; ms-swift must not open runs
@@ -345,13 +346,23 @@ def step_metrics(record: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if k not in skip and isinstance(v, (int, float))}
 
 
-def reward_table(history: list[dict[str, Any]], reward_funcs: list[str]) -> list[dict[str, float | None]]:
-    """step, total reward and each reward's mean per step; None for a reward this run does not use."""
+def reward_table(
+    history: list[dict[str, Any]], reward_funcs: list[str], inverted: bool = False
+) -> list[dict[str, float | None]]:
+    """step, total reward and each reward's mean per step; None for a reward this run does not use.
+
+    inverted (the control run): GRPO was given 1 - r, so the true values are turned back: r = 1 - logged.
+    """
     rows = []
     for record in history:
-        row: dict[str, float | None] = {"step": step_of(record), "reward": float(record["reward"])}
+        total = float(record["reward"])
+        row: dict[str, float | None] = {
+            "step": step_of(record),
+            "reward": len(reward_funcs) - total if inverted else total,
+        }
         for name, cls in REWARD_CLASSES.items():
-            row[name] = float(record[f"rewards/{cls}/mean"]) if name in reward_funcs else None
+            value = float(record[f"rewards/{cls}/mean"]) if name in reward_funcs else None
+            row[name] = 1.0 - value if inverted and value is not None else value
         rows.append(row)
     return rows
 

@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 from satori import tracking
+from satori.cli import stage_paths
 from satori.config import load_profile
 from satori.evaluation import score_model, summarize
 from satori.files import atomic_dir, write_json
@@ -19,16 +18,18 @@ from satori.gallery import draw, evaluation_samples, grid, save_png
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--base-scores", type=Path, required=True, help="the evaluate_base stage's metrics")
-    parser.add_argument("--benchmarks", type=Path, required=True)
-    parser.add_argument("--prompt", type=Path, required=True)
-    parser.add_argument("--work", type=Path, required=True, help="scratch for VLMEvalKit")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--out-gallery", type=Path, required=True, help="one picture of 16 answers per benchmark")
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        model="",
+        base_scores="the evaluate_base stage's metrics",
+        benchmarks="",
+        prompt="",
+        work="scratch for VLMEvalKit",
+        out="",
+        metrics="",
+        out_gallery="one picture of 16 answers per benchmark",
+    )
     name, profile = load_profile()
     params = profile.evaluate
     logged = {"evaluate": params.model_dump(), "benchmarks": profile.benchmarks.model_dump()}

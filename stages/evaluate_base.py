@@ -8,24 +8,25 @@ Its own stage, so that a new training run re-scores only the trained model.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 from satori import tracking
+from satori.cli import stage_paths
 from satori.config import load_profile
 from satori.evaluation import base_variants, score_model
 from satori.files import write_json
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--benchmarks", type=Path, required=True)
-    parser.add_argument("--prompt", type=Path, required=True)
-    parser.add_argument("--work", type=Path, required=True, help="scratch for VLMEvalKit")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        model="",
+        benchmarks="",
+        prompt="",
+        work="scratch for VLMEvalKit",
+        out="",
+        metrics="",
+    )
     name, profile = load_profile()
     params = profile.evaluate
     logged = {"evaluate": params.model_dump(), "benchmarks": profile.benchmarks.model_dump()}

@@ -1,14 +1,13 @@
 """Stage: fetch the base model into --out (the tiny Qwen2.5-VL built from a seed, or a Hub snapshot).
 
-    python -m stages.fetch_base_model --prompt prompt.txt --out models/base
+python -m stages.fetch_base_model --prompt prompt.txt --out models/base
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 from satori import synthetic, tracking
+from satori.cli import stage_paths
 from satori.config import load_profile, system_prompt
 from satori.files import atomic_dir, write_source
 from satori.hub import hub_snapshot
@@ -18,15 +17,18 @@ from satori.transient import report_transient
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompt", type=Path, required=True, help="the system prompt the tiny model is warmed up with")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        prompt="the system prompt the tiny model is warmed up with",
+        out="",
+    )
     name, profile = load_profile()
     params, vision = profile.base_model, profile.vision
     logged = {"base_model": params.model_dump(), "vision": vision.model_dump()}
     with tracking.stage_run("fetch_base_model", profile.mlflow_experiment, name, logged):
-        with atomic_dir(args.out, resume=params.source == "hub") as out:
+        key = f"{params.repo_id}@{params.revision}"
+        with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
             if params.source == "tiny":
                 tiny, prompt = params.tiny, system_prompt(args.prompt)
                 tracking.say(f"building the tiny Qwen2.5-VL (seed {tiny.seed}, {tiny.warmup_steps} warm-up steps)")

@@ -1,14 +1,13 @@
 """Stage: the benchmark TSVs into --out (synthetic MMBench/MMStar-shaped ones, or the official files), each checked.
 
-    python -m stages.fetch_benchmarks --out data/benchmarks --metrics reports/fetch_benchmarks.json
+python -m stages.fetch_benchmarks --out data/benchmarks --metrics reports/fetch_benchmarks.json
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 from satori import synthetic, tracking
+from satori.cli import stage_paths
 from satori.benchmark_files import fetch_official_tsv, validate_benchmark_tsv
 from satori.config import load_profile
 from satori.files import atomic_dir, write_json
@@ -17,10 +16,12 @@ from satori.transient import report_transient
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        out="",
+        metrics="",
+    )
     name, profile = load_profile()
     params = profile.benchmarks
     with tracking.stage_run("fetch_benchmarks", profile.mlflow_experiment, name, {"benchmarks": params.model_dump()}):

@@ -1,14 +1,13 @@
 """Stage: fetch the training dataset into --out (synthetic rows in the tiny profile, VQA-Verify from the Hub otherwise).
 
-    python -m stages.fetch_dataset --out data/raw --metrics reports/fetch_dataset.json
+python -m stages.fetch_dataset --out data/raw --metrics reports/fetch_dataset.json
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 from satori import synthetic, tracking
+from satori.cli import stage_paths
 from satori.config import load_profile
 from satori.files import atomic_dir, file_manifest, write_json, write_source
 from satori.hub import hub_snapshot
@@ -17,22 +16,27 @@ from satori.transient import report_transient
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        out="",
+        metrics="",
+    )
     name, profile = load_profile()
     params = profile.download
     with tracking.stage_run("fetch_dataset", profile.mlflow_experiment, name, {"download": params.model_dump()}):
         # A Hub download resumes from the partial folder an interrupted attempt left.
-        with atomic_dir(args.out, resume=params.source == "hub") as out:
+        key = f"{params.hub.repo_id}@{params.hub.revision}" if params.hub else ""
+        with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
             if params.source == "synthetic":
                 tracking.say(f"writing {params.synthetic.rows} synthetic VQA-Verify-shaped rows")
                 synthetic.write_vqa_dataset(out, rows=params.synthetic.rows, seed=params.synthetic.seed)
                 write_source(out, repo_id="synthetic", revision=f"seed-{params.synthetic.seed}", commit=None)
             else:
                 hub = params.hub
-                source = hub_snapshot(hub.repo_id, hub.revision, "dataset", out, hub.local_mirror, "download.hub.revision")
+                source = hub_snapshot(
+                    hub.repo_id, hub.revision, "dataset", out, hub.local_mirror, "download.hub.revision"
+                )
                 write_source(out, **source)
         files = file_manifest(args.out)
         metrics = {"files": len(files), "bytes": sum(files.values())}

@@ -6,23 +6,24 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 from satori import tracking
+from satori.cli import stage_paths
 from satori.config import load_profile, system_prompt
 from satori.files import write_json
 from satori.preprocessing import PreprocessError, preprocess
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--raw", type=Path, required=True, help="the fetched dataset folder")
-    parser.add_argument("--base-model", type=Path, required=True, help="its tokenizer counts prompt tokens")
-    parser.add_argument("--prompt", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        raw="the fetched dataset folder",
+        base_model="its tokenizer counts prompt tokens",
+        prompt="",
+        out="",
+        metrics="",
+    )
     name, profile = load_profile()
     logged = {"preprocess": profile.preprocess.model_dump(), "vision": profile.vision.model_dump()}
     with tracking.stage_run("preprocess", profile.mlflow_experiment, name, logged):
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         except OSError as err:  # not about one row (unreadable folder, full disk): the old outputs stay
             raise PreprocessError(f"preprocess stopped, {args.out} left as it was: {err}") from None
-        tracking.say(f"{report['kept']} of {report['rows_in']} rows kept, rejected by reason: {report['rejected_by_reason']}")
+        tracking.say(
+            f"{report['kept']} of {report['rows_in']} rows kept, rejected by reason: {report['rejected_by_reason']}"
+        )
         write_json(args.metrics, report)
         tracking.log_metrics(report)
         tracking.log_artifact(args.out / "rejected.jsonl")

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 from satori import tracking
+from satori.cli import stage_paths
 from satori.config import load_profile
 from satori.files import atomic_dir, write_json
 from satori.publishing import build_folder, check_reloads, code_revision, push
@@ -19,14 +18,16 @@ from satori.transient import report_transient
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--evaluation", type=Path, required=True)
-    parser.add_argument("--curves", type=Path, required=True, help="the train stage's reward curves (PNG)")
-    parser.add_argument("--gallery", type=Path, required=True, help="the evaluate stage's pictures")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        model="",
+        evaluation="",
+        curves="the train stage's reward curves (PNG)",
+        gallery="the evaluate stage's pictures",
+        out="",
+        metrics="",
+    )
     name, profile = load_profile()
     params = profile.publish
     with tracking.stage_run("publish", profile.mlflow_experiment, name, {"publish": params.model_dump()}):

@@ -9,11 +9,12 @@ in the same MLflow run. Changed params, data, base model or reward code start af
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from pathlib import Path
 
 from satori import tracking
+from satori.cli import stage_paths
 from satori.config import load_profile
 from satori.files import atomic_dir, read_source, write_json, write_source
 from satori.gallery import draw, grid, training_samples
@@ -76,17 +77,19 @@ def log_galleries(completions_file: Path, data: Path, vision) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="the preprocessed train.jsonl / val.jsonl folder")
-    parser.add_argument("--raw", type=Path, required=True, help="the fetched dataset (the rows' images lie there)")
-    parser.add_argument("--base-model", type=Path, required=True)
-    parser.add_argument("--prompt", type=Path, required=True)
-    parser.add_argument("--work", type=Path, required=True, help="scratch: checkpoints to resume from")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--plots", type=Path, required=True, help="rewards per step (CSV)")
-    parser.add_argument("--plot-image", type=Path, required=True, help="the same as a picture (PNG)")
-    args = parser.parse_args(argv)
+    args = stage_paths(
+        __doc__,
+        argv,
+        data="the preprocessed train.jsonl / val.jsonl folder",
+        raw="the fetched dataset (the rows' images lie there)",
+        base_model="",
+        prompt="",
+        work="scratch: checkpoints to resume from",
+        out="",
+        metrics="",
+        plots="rewards per step (CSV)",
+        plot_image="the same as a picture (PNG)",
+    )
     name, profile = load_profile()
     params, vision = profile.train, profile.vision
 
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     work = prepare_work_dir(args.work, key)
     output_dir = work / "swift_output"
     resume = resumable_checkpoint(output_dir) if output_dir.exists() else None
+    if resume is None:  # killed before its first checkpoint: nothing to resume, and its logs are not this run's
+        shutil.rmtree(output_dir, ignore_errors=True)
     argv_swift = swift_arguments(
         params,
         model_dir=args.base_model.resolve(),
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         tracking.say(f"exported {checkpoint.name} to {args.out}: {', '.join(shipped)}")
 
-        table = reward_table(read_log_history(output_dir), params.reward_funcs)
+        table = reward_table(read_log_history(output_dir), params.reward_funcs, params.reward_control == "invert")
         write_reward_table(args.plots, table)
         plot_reward_curves(args.plot_image, table)
         tracking.log_artifact(args.plot_image, "train")

@@ -34,17 +34,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 def copy_checkout(dest: Path) -> Path:
     """The project's files (tracked and untracked-but-not-ignored) copied to dest, as a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = REPO_ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    from flows.pipeline import checkout_files
+
+    for rel in checkout_files(REPO_ROOT):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, dest / rel)
     # Outputs recorded by a developer's run must not make the copy look up to date.
     (dest / "dvc.lock").unlink(missing_ok=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]

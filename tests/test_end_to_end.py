@@ -43,14 +43,8 @@ def pipeline_run(tmp_path_factory):
 @contextlib.contextmanager
 def mlflow_server(folder: Path):
     """`mlflow server` on a free 127.0.0.1 port, its store and artifacts in folder; stopped afterwards."""
-    import socket
-    import time
-    import urllib.request
-
     folder.mkdir(parents=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
@@ -58,22 +52,45 @@ def mlflow_server(folder: Path):
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (folder / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_healthy(f"{uri}/health", server, folder / "server.log")
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Poll url until it answers; fail with the server's log if the server dies or the time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds:.0f} s"
+            time.sleep(0.5)
+
+
 def _env(work: Path, tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
+    from satori.config import REPO_ROOT
+    from satori.publishing import code_revision
+
     env.update(
+        # The copy is a new git repository: the card names the revision of the checkout it was copied from.
+        SATORI_CODE_REVISION=code_revision(REPO_ROOT),
         MLFLOW_TRACKING_URI=tracking_uri,
         PREFECT_HOME=str(work / "prefect"),
         HF_TOKEN=FAKE_TOKEN,
@@ -272,6 +289,31 @@ def test_grpo_ran_the_project_rewards(pipeline_run):
     assert 0.0 <= report["diagnostics.format_rate"] <= 1.0
 
 
+def test_a_run_at_another_path_reproduces_the_committed_dvc_lock(pipeline_run):
+    """Every stage whose code, inputs and params are those of the committed dvc.lock produced the same output
+    hashes here, in a copy at another path, at another time. On a clean checkout that is every stage."""
+    import yaml
+
+    from satori.config import REPO_ROOT
+
+    repo, *_ = pipeline_run
+    committed_text = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if committed_text.returncode != 0:
+        pytest.skip("no committed dvc.lock")
+    committed = yaml.safe_load(committed_text.stdout)["stages"]
+    here = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    compared = []
+    for stage, entry in committed.items():
+        if stage in here and (entry["deps"], entry.get("params")) == (here[stage]["deps"], here[stage].get("params")):
+            assert entry["outs"] == here[stage]["outs"], stage
+            compared.append(stage)
+    clean = not subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)dvc.lock", ":(exclude)reports"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    if clean:  # CI: a clone of the submitted commit, whose dvc.lock is kept current
+        assert sorted(compared) == sorted(STAGES)
+        assert (repo / "dvc.lock").read_text() == committed_text.stdout
+
+
 def test_outputs_hold_no_path_of_the_checkout(pipeline_run):
     repo, *_ = pipeline_run
     for folder in ("data", "models", "publish", "reports"):
@@ -404,14 +446,8 @@ def test_a_second_checkout_pulls_the_run_from_a_dvc_remote_and_reruns_nothing(pi
 def test_a_deployment_runs_through_a_real_prefect_server_and_worker(pipeline_run, tmp_path):
     """`prefect server start`, the work pool, `prefect deploy --all`, a process worker: the tiny deployment
     runs to Completed in the worker's checkout, which it leaves as it was."""
-    import socket
-    import time
-    import urllib.request
-
     repo, env, *_ = pipeline_run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api, "SATORI_PIPELINE_DIR": str(repo)}
     prefect = [sys.executable, "-m", "prefect"]
@@ -421,13 +457,7 @@ def test_a_deployment_runs_through_a_real_prefect_server_and_worker(pipeline_run
                               env=env, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)  # fmt: skip
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_healthy(f"{api}/health", server, tmp_path / "server.log")
         run = lambda *args, **kw: subprocess.run(  # noqa: E731
             [*prefect, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=kw.get("timeout", 300)
         )
@@ -439,9 +469,11 @@ def test_a_deployment_runs_through_a_real_prefect_server_and_worker(pipeline_run
         assert done.returncode == 0, done.stdout + done.stderr
         worker = run("worker", "start", "--pool", "satori-gpu", "--run-once", timeout=900)
         assert worker.returncode == 0, worker.stdout[-4000:] + worker.stderr[-4000:]
-        runs = run("flow-run", "ls")
-        assert "Completed" in runs.stdout, runs.stdout
-        assert "Failed" not in runs.stdout and "Crashed" not in runs.stdout, runs.stdout
+        env["COLUMNS"] = "300"  # rich would cut the table's columns to the terminal's width
+        runs = run("flow-run", "ls", "--flow-name", "satori-pipeline", "--state-type", "COMPLETED")
+        assert runs.stdout.count("COMPLETED") == 1, runs.stdout  # the one run the worker took, completed
+        failed = run("flow-run", "ls", "--state-type", "FAILED", "--state-type", "CRASHED")
+        assert "satori-pipeline" not in failed.stdout, failed.stdout
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

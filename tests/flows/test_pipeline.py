@@ -45,7 +45,7 @@ def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_pa
     assert "no_scm = true" in (run_dir / ".dvc/config.local").read_text()
     assert (run_dir / "stages/train.py").read_bytes() == (repo / "stages/train.py").read_bytes()
     assert not (run_dir / "dvc.lock").exists()  # this checkout's results are not the profile's
-    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['learn', 'learn_control', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
         pipeline.prepare_run_dir(repo, "huge")
 
 

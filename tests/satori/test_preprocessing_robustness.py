@@ -12,7 +12,7 @@ from PIL import Image
 
 from satori import preprocessing
 from satori.preprocessing import PreprocessError, preprocess
-from tests.satori.test_preprocessing import SYSTEM, VISION, good_row, make_dataset, png_bytes, train_params
+from tests.satori.test_preprocessing import SYSTEM, VISION, good_row, make_dataset, train_params
 
 PARAMS = preprocessing.PreprocessParams(val_fraction=0.0, seed=0)
 

@@ -32,7 +32,24 @@ def test_the_published_names_are_registered():
     from swift.rewards import orms
 
     for name in ("external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"):
-        assert orms[name] is rewards.REWARDS[name]
+        registered = orms[name]
+        assert issubclass(registered, rewards.REWARDS[name]) and registered.__name__ == rewards.REWARDS[name].__name__
+
+
+def test_the_control_hands_grpo_one_minus_each_reward(monkeypatch):
+    """train.reward_control: invert (the wiring control) turns every value r into 1 - r, and only then."""
+    from swift.rewards import orms
+
+    completions = ["<caption>A red square.</caption> <bbox>[[0,0,10,10]]</bbox> <answer>A</answer>", "junk"]
+    columns = {"image_caption": ["A red square.", "A blue circle."], "possible_answers": [["A"], ["B"]],
+               "bboxs": [[[0, 0, 10, 10]], [[0, 0, 5, 5]]], "width": [224, 224], "height": [224, 224]}  # fmt: skip
+    for name, cls in rewards.REWARDS.items():
+        plain = cls()(completions, **columns)
+        monkeypatch.delenv(rewards.CONTROL_ENV, raising=False)
+        assert orms[name]()(completions, **columns) == plain
+        monkeypatch.setenv(rewards.CONTROL_ENV, "invert")
+        assert orms[name]()(completions, **columns) == [1.0 - v for v in plain]
+        monkeypatch.delenv(rewards.CONTROL_ENV)
 
 
 @pytest.mark.parametrize(

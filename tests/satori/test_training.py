@@ -242,7 +242,7 @@ def test_export_ships_every_shard_and_nothing_for_resuming(tmp_path):
         train.export_model(tmp_path / "checkpoint-4", base, tmp_path / "out2", "full", "5GB")
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
 def test_every_profile_command_line_parses_with_ms_swift_s_own_arguments(profile_name):
     _, profile = load_profile(PARAMS, name=profile_name)
     for cuda in (True, False):
@@ -264,7 +264,7 @@ def test_an_unknown_or_misspelt_extra_arg_fails_in_seconds_naming_it():
 GPU_PACKAGES = {"deepspeed": "deepspeed", "use_vllm": "vllm", "attn_impl": "flash-attn"}
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
 def test_what_a_profile_needs_is_installed_or_in_the_gpu_extra(profile_name):
     import importlib.util
     import re

@@ -147,24 +147,52 @@ def test_hub_errors_become_one_clear_sentence(use_profile, tmp_path, monkeypatch
 
 
 def test_transient_failures_are_retried_with_backoff_and_resume_the_partial_folder(use_profile, tmp_path, monkeypatch):
+    """As snapshot_download does: an interrupted attempt leaves an incomplete file in .cache, the next one
+    completes it; the output then holds the repository's files only."""
     import huggingface_hub
 
     calls, sleeps = [], []
 
     def flaky(repo_id, *, repo_type, revision, local_dir):
         calls.append(local_dir)
+        incomplete = local_dir / ".cache/huggingface/download/data.jsonl.incomplete"
         if len(calls) < 3:
-            (local_dir / f"part{len(calls)}").write_text("x")
+            incomplete.parent.mkdir(parents=True, exist_ok=True)
+            with incomplete.open("a") as f:
+                f.write("{}")  # half of the file
             raise _http_error(huggingface_hub.errors.HfHubHTTPError, 503)
-        (local_dir / "data.jsonl").write_text("{}\n")
-        assert (local_dir / "part1").exists() and (local_dir / "part2").exists()  # earlier work kept
+        assert incomplete.read_text() == "{}{}"  # the earlier attempts' bytes are resumed, not refetched
+        (local_dir / "data.jsonl").write_text(incomplete.read_text()[:2] + "\n")
+        incomplete.unlink()
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", flaky)
     monkeypatch.setattr(hub.time, "sleep", sleeps.append)
     run_fetch_dataset(use_profile, hub_params())
     assert len(calls) == 3 and sleeps == [2.0, 8.0]
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["SOURCE.json", "data.jsonl", "part1", "part2"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["SOURCE.json", "data.jsonl"]
+
+
+def test_a_partial_folder_of_another_revision_is_discarded(use_profile, tmp_path, monkeypatch):
+    """A partial download of revision A must not leak into the output of revision B."""
+    import huggingface_hub
+
+    def dies(repo_id, *, repo_type, revision, local_dir):
+        (local_dir / "only-in-revision-a.parquet").write_text("a")
+        raise KeyboardInterrupt
+
+    def completes(repo_id, *, repo_type, revision, local_dir):
+        (local_dir / "data.jsonl").write_text("{}\n")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_fetch_dataset(use_profile, hub_params(revision="a" * 40))
+    assert (tmp_path / ".raw.partial/only-in-revision-a.parquet").exists()  # kept: revision A would resume it
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", completes)
+    run_fetch_dataset(use_profile, hub_params(revision="b" * 40))
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["SOURCE.json", "data.jsonl"]
+    assert not list(tmp_path.glob(".raw.partial*"))
 
 
 def test_an_interrupted_download_leaves_no_output_but_keeps_its_partial_folder(use_profile, tmp_path, monkeypatch):
