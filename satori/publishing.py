@@ -23,16 +23,19 @@ from satori.files import SOURCE_FILE
 # A pipeline run in a copy of the checkout (flows/pipeline.py --profile) has no git history: the
 # flow passes the revision of the checkout it copied.
 CODE_REVISION_ENV = "SATORI_CODE_REVISION"
-# What a run rewrites: results, not code. They do not make the code revision dirty, and committing
-# them does not change it.
-RUN_OUTPUTS = ("dvc.lock", "reports")
+# Not code: what a run rewrites (results) and what no stage reads (tests, documentation). They do not
+# make the code revision dirty, and committing them does not change it.
+NOT_CODE = ("dvc.lock", "reports", "tests", "*.md")
 
 
 def code_revision(checkout: Path = Path(".")) -> str:
-    """The last commit that changed code or params, -dirty when they differ from it; 'unknown' without git."""
+    """The last commit that changed code or params, -dirty when they differ from it; 'unknown' without git.
+
+    A commit of results (dvc.lock, reports), tests or documentation after a run leaves it as it was.
+    """
     if os.environ.get(CODE_REVISION_ENV):
         return os.environ[CODE_REVISION_ENV]
-    pathspec = ["--", ".", *(f":(exclude){path}" for path in RUN_OUTPUTS)]
+    pathspec = ["--", ".", *(f":(exclude){path}" for path in NOT_CODE)]
     try:
         commit = subprocess.run(
             ["git", "log", "-1", "--format=%H", *pathspec], cwd=checkout, capture_output=True, text=True, check=True

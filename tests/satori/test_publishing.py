@@ -141,6 +141,10 @@ def test_code_revision_ignores_what_a_run_rewrites(tmp_path):
     assert publish.code_revision(tmp_path) == code_commit
     subprocess.run([*git, "commit", "-qam", "results"], cwd=tmp_path, check=True)
     assert head() != code_commit and publish.code_revision(tmp_path) == code_commit
+    (tmp_path / "README.md").write_text("notes\n")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "docs"], cwd=tmp_path, check=True)
+    assert publish.code_revision(tmp_path) == code_commit  # documentation is not code
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert publish.code_revision(tmp_path) == f"{code_commit}-dirty"
 
