@@ -301,7 +301,32 @@ def export_model(checkpoint: Path, base_model: Path, out: Path, tuner_type: str,
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, out / name)
                     break
+    _for_inference(out)
     return sorted(p.name for p in out.iterdir())
+
+
+# What saving a checkpoint writes about how it was loaded for training, not about the model: transformers
+# records `local_files_only` (true under HF_HUB_OFFLINE=1) and `is_local`, so the exported folder would
+# hash differently with the environment.
+LOAD_TIME_KEYS = ("local_files_only", "is_local")
+
+
+def _for_inference(folder: Path) -> None:
+    """The exported config as a model to use: the KV cache back on (training turns it off for gradient
+    checkpointing, which would slow every generation of the published model), no load-time keys."""
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        data = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        for key in LOAD_TIME_KEYS:
+            data.pop(key, None)
+        tokenizer_config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    config = folder / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        for section in (data, data.get("text_config") or {}):
+            if "use_cache" in section:
+                section["use_cache"] = True
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _merge_lora(checkpoint: Path, base_model: Path, out: Path, max_shard_size: str) -> None:

@@ -25,8 +25,8 @@ FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds it u
 def pipeline_run(tmp_path_factory):
     """Runs `python -m flows.pipeline` (the Prefect flow, as `make run` does) once for the module, tracked
     by a shared MLflow tracking server (`mlflow server` on 127.0.0.1), as a team beyond one machine would."""
-    work = tmp_path_factory.mktemp("checkout")
-    repo = copy_checkout(work)
+    work = tmp_path_factory.mktemp("e2e")
+    repo = copy_checkout(work / "checkout")  # the MLflow server's files lie beside it, not in it
     with mlflow_server(work / "server") as uri:
         env = _env(work, uri)
         proc = subprocess.run(

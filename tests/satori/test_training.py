@@ -242,6 +242,21 @@ def test_export_ships_every_shard_and_nothing_for_resuming(tmp_path):
         train.export_model(tmp_path / "checkpoint-4", base, tmp_path / "out2", "full", "5GB")
 
 
+def test_export_restores_the_kv_cache_and_drops_load_time_keys(tmp_path):
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"w")
+    (checkpoint / "config.json").write_text(json.dumps({"use_cache": False, "text_config": {"use_cache": False}}))
+    tokenizer = {"model_max_length": 32768, "local_files_only": True, "is_local": True}
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    out = tmp_path / "out"
+    out.mkdir()
+    train.export_model(checkpoint, tmp_path, out, "full", "5GB")
+    config = json.loads((out / "config.json").read_text())
+    assert config["use_cache"] is True and config["text_config"]["use_cache"] is True
+    assert json.loads((out / "tokenizer_config.json").read_text()) == {"model_max_length": 32768}
+
+
 @pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
 def test_every_profile_command_line_parses_with_ms_swift_s_own_arguments(profile_name):
     _, profile = load_profile(PARAMS, name=profile_name)
