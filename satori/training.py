@@ -231,16 +231,23 @@ def run_key(params: TrainParams, vision: VisionParams, inputs: list[Path]) -> st
     decided = {
         "train": params.model_dump(),
         "vision": vision.model_dump(),
-        "inputs": files_digest([*inputs, REWARD_PLUGIN]),
+        "inputs": files_digest([*inputs, REWARD_PLUGIN, Path(__file__)]),
     }
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
 
 
+FINISHED_FILE = "finished"  # in a work folder whose run was exported: nothing left to resume
+
+
 def prepare_work_dir(work_root: Path, key: str) -> Path:
-    """work_root/<key>, kept if it exists (a resume); every other run's folder is stale and removed."""
+    """work_root/<key>, kept if it holds an unfinished run (to resume); every other folder is removed.
+
+    A finished run is not resumed (ms-swift would train past max_steps): run again, it starts afresh
+    and, being deterministic, reproduces the same model.
+    """
     work_root.mkdir(parents=True, exist_ok=True)
     for other in work_root.iterdir():
-        if other.name != key:
+        if other.name != key or (other / FINISHED_FILE).exists():
             shutil.rmtree(other) if other.is_dir() else other.unlink()
     work = work_root / key
     work.mkdir(exist_ok=True)

@@ -19,6 +19,7 @@ from satori.config import load_profile
 from satori.files import atomic_dir, read_source, write_json, write_source
 from satori.gallery import draw, grid, training_samples
 from satori.training import (
+    FINISHED_FILE,
     check_swift_arguments,
     completion_diagnostics,
     export_model,
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             if (output_dir / produced).exists():
                 tracking.log_artifact(output_dir / produced, "train")
         tracking.log_artifact(work / "swift.log", "train")
+        (work / FINISHED_FILE).write_text(checkpoint.name)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,10 @@ def test_the_work_folder_is_keyed_by_what_decides_the_run(tmp_path):
     assert (kept / "swift_output").is_dir()  # same key: kept, to resume from
     train.prepare_work_dir(work_root, changed_data)
     assert [p.name for p in work_root.iterdir()] == [changed_data]  # the stale run's folder is gone
+    (work_root / changed_data / "swift_output").mkdir()
+    (work_root / changed_data / train.FINISHED_FILE).write_text("checkpoint-4")
+    fresh = train.prepare_work_dir(work_root, changed_data)
+    assert list(fresh.iterdir()) == []  # a finished run is not resumed: it starts afresh
 
 
 def sharded_checkpoint(folder: Path, shards: int = 2) -> None:
