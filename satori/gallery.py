@@ -104,6 +104,13 @@ def evaluation_samples(
     return samples
 
 
+def user_text(prompt: str) -> str:
+    """The user turn of a prompt as ms-swift's completions.jsonl logs it, without the image placeholder:
+    the question text, which ties a completion to its row."""
+    user = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
+    return user.replace("<image>", "")
+
+
 def training_samples(
     tables: Iterable[dict], rows_by_question: dict[str, dict], min_pixels: int, max_pixels: int, limit: int = 16
 ) -> list[Sample]:
@@ -111,8 +118,7 @@ def training_samples(
     samples = []
     for table in tables:
         for prompt, completion in zip(table["prompt"], table["completion"]):
-            question = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0].replace("<image>", "")
-            row = rows_by_question.get(question)
+            row = rows_by_question.get(user_text(prompt))
             if row is None or len(samples) >= limit:
                 continue
             image = Image.open(row["images"][0])

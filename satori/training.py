@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from satori.config import TrainParams, VisionParams
+from satori.gallery import user_text
 
 REWARD_PLUGIN = Path(__file__).with_name("rewards.py")
 # ms-swift logs rewards/<ClassName>/mean; these are the classes behind the published names.
@@ -432,12 +433,6 @@ def plot_reward_curves(path: Path, table: list[dict[str, float | None]]) -> None
     plt.close(figure)
 
 
-def _user_text(prompt: str) -> str:
-    """The user turn of a logged chat prompt, without the image placeholder."""
-    user = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
-    return user.replace("<image>", "")
-
-
 def seen_sizes_by_question(data_files: list[Path], vision: VisionParams) -> dict[str, tuple[int, int] | None]:
     """Question text -> the image size the model saw; None where one question goes with several sizes.
 
@@ -464,7 +459,7 @@ def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, i
             table = json.loads(line)
             completions, known = by_step.setdefault(int(table["step"][0]), ([], []))
             completions += table["completion"]
-            known += [sizes.get(_user_text(p)) for p in table["prompt"]]
+            known += [sizes.get(user_text(p)) for p in table["prompt"]]
     per_step = []
     for step, (completions, known) in sorted(by_step.items()):
         summary = summarize_completions(completions, known)
