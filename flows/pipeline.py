@@ -7,11 +7,15 @@ stage's child run hangs under.
 
     python -m flows.pipeline                   # the active profile of params.yaml, in this checkout
     python -m flows.pipeline --profile paper   # another profile, in .runs/paper (a copy of this checkout)
+    python -m flows.pipeline --profile learn --set train.reward_control=invert --name learn_control
+                                               # a variant of a profile, in .runs/learn_control
 
 Running a profile never edits a tracked file: another profile than the active one runs in its
 own copy of the checkout under .runs/<profile>/, with its own outputs and dvc.lock and the DVC
-cache shared, so it never deletes this checkout's outputs. One run at a time per folder: a
-second one fails at once, before touching anything.
+cache shared, so it never deletes this checkout's outputs. A variant (--set) runs in its own copy
+too, the changed params written there only; the stages its changes do not reach come from DVC's
+run cache, not from a new run. One run at a time per folder: a second one fails at once, before
+touching anything.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from satori import tracking  # noqa: E402
-from satori.config import PARAMS_FILE, load_profile, profile_names, read_params  # noqa: E402
+from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
 from satori.publishing import CODE_REVISION_ENV, code_revision  # noqa: E402
 from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
@@ -219,8 +223,36 @@ def set_profile_line(text: str, name: str) -> str:
     return new_text
 
 
-def prepare_run_dir(checkout: Path, profile: str) -> Path:
-    """checkout/.runs/<profile>: a copy of the checkout's files with that profile active.
+def with_overrides(text: str, profile: str, overrides: list[str]) -> str:
+    """params.yaml text with `section.key=value` overrides set in the profile (values read as YAML),
+    checked as the stages will check them. The file is rewritten whole (anchors expanded)."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    for override in overrides:
+        dotted, sep, value = override.partition("=")
+        keys = dotted.strip().split(".")
+        if not sep or not all(keys):
+            raise ValueError(f"--set {override!r}: expected section.key=value, e.g. train.learning_rate=5e-4")
+        node = data[profile]
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"--set {override!r}: profile {profile!r} has no section {key!r}")
+            node = node[key]
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed.strip()):
+            parsed = float(parsed)  # YAML 1.1 (PyYAML) reads 5e-4 as a string; a user means the number
+        node[keys[-1]] = parsed
+    try:
+        validate_profile(profile, data[profile])
+    except ParamsError as err:
+        raise ValueError(f"--set {' '.join(overrides)}: {err}") from None
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def prepare_run_dir(checkout: Path, profile: str, overrides: list[str] | None = None, name: str | None = None) -> Path:
+    """checkout/.runs/<name, or profile>: a copy of the checkout's files with that profile active and
+    the overrides set in it (see with_overrides).
 
     Outputs and dvc.lock of earlier runs of the profile stay (DVC re-runs only what changed);
     files whose content did not change are not rewritten. DVC there shares the checkout's cache
@@ -229,7 +261,10 @@ def prepare_run_dir(checkout: Path, profile: str) -> Path:
     allowed = profile_names(read_params(checkout / PARAMS_FILE))
     if profile not in allowed:
         raise ValueError(f"unknown profile {profile!r}; params.yaml defines {allowed}")
-    dest = checkout / RUNS_DIR / profile
+    name = name or profile
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"run folder name {name!r}: use letters, digits, '_', '-' and '.'")
+    dest = checkout / RUNS_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     with run_lock(dest, profile):
         for rel in checkout_files(checkout):
@@ -237,7 +272,8 @@ def prepare_run_dir(checkout: Path, profile: str) -> Path:
                 continue  # the results of this checkout's profile, not of this one
             data = (checkout / rel).read_bytes()
             if rel == PARAMS_FILE.as_posix():
-                data = set_profile_line(data.decode("utf-8"), profile).encode("utf-8")
+                text = set_profile_line(data.decode("utf-8"), profile)
+                data = (with_overrides(text, profile, overrides) if overrides else text).encode("utf-8")
             target = dest / rel
             if not target.is_file() or target.read_bytes() != data:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -302,19 +338,29 @@ def notify(flow_, flow_run, state) -> None:
 
 
 @flow(name="satori-pipeline", on_completion=[notify], on_failure=[notify])
-def satori_pipeline(profile: str | None = None) -> dict:
-    """Run every stage in order under one MLflow parent run; returns what ran and the evaluation."""
+def satori_pipeline(profile: str | None = None, overrides: list[str] | None = None, name: str | None = None) -> dict:
+    """Run every stage in order under one MLflow parent run; returns what ran and the evaluation.
+
+    overrides (`section.key=value`) make a variant of the profile, run in .runs/<name>."""
+    if overrides and not name:
+        raise ValueError("a variant (--set) needs --name: the folder under .runs/ it runs in")
     active, _ = load_profile(REPO_ROOT / PARAMS_FILE)
+    profile = profile or active
     folder = REPO_ROOT
-    if profile is not None and profile != active:
+    if profile != active or overrides or (name and name != profile):
         # This checkout's revision, and its MLflow store: the copy has no git history and would open its own.
         os.environ.setdefault(CODE_REVISION_ENV, code_revision(REPO_ROOT))
         os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
-        folder = prepare_run_dir(REPO_ROOT, profile)
-    name, params = load_profile(folder / PARAMS_FILE)
+        folder = prepare_run_dir(REPO_ROOT, profile, overrides, name)
+    profile, params = load_profile(folder / PARAMS_FILE)
     revision = os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
-    logged = read_params(folder / PARAMS_FILE)[name]
-    with run_lock(folder, name), tracking.pipeline_run(params.mlflow_experiment, name, logged, revision) as run_id:
+    logged = read_params(folder / PARAMS_FILE)[profile]
+    name = name or profile
+    tags = {tracking.VARIANT_TAG: " ".join(overrides)} if overrides else {}
+    with (
+        run_lock(folder, profile),
+        tracking.pipeline_run(params.mlflow_experiment, profile, logged, revision, tags, label=name) as run_id,
+    ):
         quiet_console()
         ran = {}
         for stage in STAGES:
@@ -326,8 +372,10 @@ def satori_pipeline(profile: str | None = None) -> dict:
         evaluation = json.loads((folder / "reports" / "evaluate.json").read_text(encoding="utf-8"))
         tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
         link = tracking.run_link(run_id)
-    create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=f"satori-{name.replace('_', '-')}")
-    return {"mlflow_run_id": run_id, "profile": name, "folder": str(folder), "ran": ran, "evaluation": evaluation}
+    key = "satori-" + re.sub(r"[^a-z0-9-]", "-", name.lower())  # Prefect artifact keys: lowercase, digits, dashes
+    create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=key)
+    return {"mlflow_run_id": run_id, "profile": profile, "name": name, "folder": str(folder), "ran": ran,
+            "evaluation": evaluation}  # fmt: skip
 
 
 def _interrupt(signum, frame) -> None:
@@ -337,10 +385,15 @@ def _interrupt(signum, frame) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help="run this profile (another than params.yaml's runs in .runs/<profile>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a variant: set this param of the profile (repeatable), in .runs/<name> only")  # fmt: skip
+    parser.add_argument("--name", help="the variant's folder under .runs/ and its MLflow run name")
     args = parser.parse_args()
+    if args.overrides and not args.name:
+        parser.error("--set needs --name: the folder under .runs/ the variant runs in")
     # SIGTERM (a worker cancelling the run, `kill`) stops the flow like Ctrl-C: the stage is stopped in seconds.
     signal.signal(signal.SIGTERM, _interrupt)
-    result = satori_pipeline(profile=args.profile)
+    result = satori_pipeline(profile=args.profile, overrides=args.overrides, name=args.name)
     print(json.dumps(result, indent=2))
 
 

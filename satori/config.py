@@ -55,6 +55,7 @@ class VisionParams(Section):
 class SyntheticDataParams(Section):
     rows: int = Field(ge=8)
     seed: int = 0
+    task: Literal["shapes", "color_cue"] = "shapes"  # satori.synthetic.TASKS
 
 
 class HubDatasetParams(Section):
@@ -85,6 +86,10 @@ class TinyModelParams(Section):
     warmup_examples: int = Field(default=512, ge=1)
     warmup_batch_size: int = Field(default=8, ge=1)
     warmup_lr: float = Field(default=1e-2, gt=0)
+    # Share of warm-up examples that are color_cue scenes, captioned and boxed; and the share of those
+    # shown with their answer (see synthetic.warmup_examples).
+    warmup_cue_share: float = Field(default=0.0, ge=0, lt=1)
+    warmup_cue_answered: float = Field(default=0.0, ge=0, le=1)
 
 
 class BaseModelParams(Section):
@@ -108,6 +113,7 @@ class BenchmarkSpec(Section):
     kind: Literal["synthetic_mmbench", "synthetic_mmstar", "official"]
     questions: int = Field(default=0, ge=0)
     seed: int = 0
+    task: Literal["shapes", "color_cue"] = "shapes"  # of a synthetic kind: satori.synthetic.TASKS
 
 
 class BenchmarksParams(Section):
@@ -284,13 +290,18 @@ def load_profile(path: Path = PARAMS_FILE, name: str | None = None) -> tuple[str
     name = name if name is not None else raw.get("profile")
     if name not in allowed:
         raise ParamsError(f"params.yaml: profile: {name!r} is not one of the defined profiles {allowed}")
+    return name, validate_profile(name, raw[name])
+
+
+def validate_profile(name: str, section: Any) -> Profile:
+    """One profile's section of params.yaml, validated; raises ParamsError naming the bad key."""
     try:
-        profile = Profile.model_validate(raw[name])
+        profile = Profile.model_validate(section)
     except ValidationError as err:
         raise ParamsError(_format_errors(name, err)) from None
     if name == "tiny" and profile.publish.push:
         raise ParamsError("params.yaml: tiny.publish.push: the embedded default never pushes to the Hub")
-    return name, profile
+    return profile
 
 
 # Appended to every question by the official SATORI evaluation (an evaluation input, quoted exactly).

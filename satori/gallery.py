@@ -104,21 +104,15 @@ def evaluation_samples(
     return samples
 
 
-def user_text(prompt: str) -> str:
-    """The user turn of a prompt as ms-swift's completions.jsonl logs it, without the image placeholder:
-    the question text, which ties a completion to its row."""
-    user = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
-    return user.replace("<image>", "")
-
-
 def training_samples(
-    tables: Iterable[dict], rows_by_question: dict[str, dict], min_pixels: int, max_pixels: int, limit: int = 16
+    tables: Iterable[dict], rows_by_source: dict[str, dict], min_pixels: int, max_pixels: int, limit: int = 16
 ) -> list[Sample]:
-    """Samples of one training step's completions, tied to their rows (image, true boxes) by question text."""
+    """Samples of one training step's completions, tied to their rows (image, true boxes) by the rows'
+    `solution` column (where the row came from, see preprocessing), which ms-swift logs beside each."""
     samples = []
     for table in tables:
-        for prompt, completion in zip(table["prompt"], table["completion"]):
-            row = rows_by_question.get(user_text(prompt))
+        for source, completion in zip(table["solution"], table["completion"]):
+            row = rows_by_source.get(source)
             if row is None or len(samples) >= limit:
                 continue
             image = Image.open(row["images"][0])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 PROJECT_PACKAGES = ("satori", "stages")
 # Command-line flags that name what a stage writes (and any --out-*); --work is scratch (git-ignored, not an output).
-OUTPUT_FLAGS = {"--out", "--metrics", "--plots", "--plot-image"}
+OUTPUT_FLAGS = {"--out", "--metrics", "--plots", "--plot-image", "--samples"}
 SCRATCH_FLAGS = {"--work"}
 
 

@@ -462,6 +462,10 @@ def preprocess(
                     rejected_f.write(json.dumps({**record, "row": json_safe(raw)}, default=str) + "\n")
                     continue
                 counts["clipped"] += clipped
+                # Where the row came from. ms-swift logs a row's `solution` column (and no other of its
+                # columns) beside each completion, so this ties a logged completion to its own row:
+                # questions repeat across rows ("How many shapes...?").
+                row["solution"] = f"{table}:{number}"
                 row_id = raw.get("id", number)
                 row_key = f"{table}:{row_id if isinstance(row_id, (str, int)) else number}"
                 to_val = is_validation(row_key, params.seed, params.val_fraction)

@@ -33,6 +33,15 @@ IMAGE_SIZES = ((224, 224), (320, 240), (240, 320), (448, 224), (224, 448), (280,
 BACKGROUND = (245, 245, 245)
 OPTION_LETTERS = "ABCD"
 
+# The learning task (`task: color_cue`, the learn profile): one large shape whose colour alone decides
+# the answer, the options always these four in this order, every image the same size. The 5M model can
+# learn colour -> letter and copy the caption's and the box's shape in CPU minutes; it cannot learn in
+# that time to read the options and match their words, which the shapes task and MMBench's rotations ask.
+TASKS = ("shapes", "color_cue")
+CUE_COLORS = ("red", "green", "blue", "yellow")
+CUE_SIZE = (112, 112)
+CUE_QUESTION = "What color is the shape?"
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -88,6 +97,20 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(width, height, shapes)
 
 
+def cue_scene(rng: random.Random) -> Scene:
+    """One shape covering 40-70% of a CUE_SIZE image, in one of CUE_COLORS."""
+    width, height = CUE_SIZE
+    side = rng.randint(round(0.63 * width), round(0.84 * width))
+    x1, y1 = rng.randint(0, width - side), rng.randint(0, height - side)
+    shape = Shape(rng.choice(SHAPES), rng.choice(CUE_COLORS), (x1, y1, x1 + side, y1 + side))
+    return Scene(width, height, (shape,))
+
+
+def cue_letter(scene: Scene) -> str:
+    """The answer to CUE_QUESTION: the letter of the shape's colour among CUE_COLORS."""
+    return OPTION_LETTERS[CUE_COLORS.index(scene.shapes[0].color)]
+
+
 def _disjoint(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
 
@@ -118,16 +141,29 @@ def vqa_item(rng: random.Random, scene: Scene) -> dict:
     return {"question": question, "answers": answers, "bboxs": [list(b) for b in boxes]}
 
 
-def write_vqa_dataset(out_dir: Path, *, rows: int, seed: int) -> Path:
-    """Write `rows` VQA-Verify-shaped rows: images/*.png plus data.jsonl. Returns the jsonl path."""
+def cue_item(scene: Scene) -> dict:
+    """The color_cue question, laid out as the benchmarks lay it out (VLMEvalKit's prompt and the SATORI
+    instruction), so that what training rewards is what the benchmarks ask."""
+    letter, color = cue_letter(scene), scene.shapes[0].color
+    question = mcq_prompt(CUE_QUESTION, list(CUE_COLORS)) + SATORI_INSTRUCTION
+    # The option's letter or its text, as VLMEvalKit's MCQ matching accepts either.
+    return {"question": question, "answers": [letter, f"{letter}. {color}", color], "bboxs": [list(scene.shapes[0].box)]}
+
+
+def write_vqa_dataset(out_dir: Path, *, rows: int, seed: int, task: str = "shapes") -> Path:
+    """Write `rows` VQA-Verify-shaped rows of `task`: images/*.png plus data.jsonl. Returns the jsonl path."""
     rng = random.Random(seed)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "data.jsonl"
     with table.open("w", encoding="utf-8") as f:
         for i in range(rows):
-            scene = random_scene(rng)
-            item = vqa_item(rng, scene)
+            if task == "color_cue":
+                scene = cue_scene(rng)
+                item = cue_item(scene)
+            else:
+                scene = random_scene(rng)
+                item = vqa_item(rng, scene)
             rel_path = f"images/{i:06d}.png"
             scene.render().save(out_dir / rel_path)
             row = {
@@ -139,7 +175,7 @@ def write_vqa_dataset(out_dir: Path, *, rows: int, seed: int) -> Path:
                 "bbox": item["bboxs"],
                 "width": scene.width,
                 "height": scene.height,
-                "source": "synthetic-shapes",
+                "source": f"synthetic-{task}",
             }
             f.write(json.dumps(row) + "\n")
     return table
@@ -151,28 +187,29 @@ def _b64_png(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def benchmark_rows(*, questions: int, seed: int, circular: bool, category_column: str) -> list[dict]:
+def benchmark_rows(
+    *, questions: int, seed: int, circular: bool, category_column: str, task: str = "shapes"
+) -> list[dict]:
     """MCQ rows in VLMEvalKit's TSV columns; `circular` adds MMBench's rotated copies.
 
     MMBench stores each question once per rotation of its options: copy k has
     index + k * 1e6 and the options shifted by k, and scoring credits a question
     only when every copy is answered right (VLMEvalKit's circular evaluation).
+    The color_cue task keeps its options in one order (the colour decides the
+    letter), so it has no rotated copies.
     """
     rng = random.Random(seed)
     rows: list[dict] = []
+    rotations = range(len(OPTION_LETTERS)) if circular and task != "color_cue" else range(1)
     for i in range(questions):
-        scene = random_scene(rng)
-        target = rng.choice(scene.shapes)
-        if rng.random() < 0.5:
-            question = f"What color is the {target.kind}?"
-            options, letter = _options(rng, target.color, sorted(COLORS))
+        if task == "color_cue":
+            scene = cue_scene(rng)
+            question, options, letter = CUE_QUESTION, list(CUE_COLORS), cue_letter(scene)
             category, l2 = "color_recognition", "perception"
         else:
-            question = f"Which shape is {target.color}?"
-            options, letter = _options(rng, target.kind, [*SHAPES, "star", "hexagon"])
-            category, l2 = "shape_recognition", "perception"
+            scene = random_scene(rng)
+            question, options, letter, category, l2 = _shapes_question(rng, scene)
         image = _b64_png(scene.render())
-        rotations = range(len(OPTION_LETTERS)) if circular else range(1)
         for k in rotations:
             rotated = options[k:] + options[:k]
             answer = OPTION_LETTERS[rotated.index(options[OPTION_LETTERS.index(letter)])]
@@ -189,6 +226,18 @@ def benchmark_rows(*, questions: int, seed: int, circular: bool, category_column
             }
             rows.append(row)
     return rows
+
+
+def _shapes_question(rng: random.Random, scene: Scene) -> tuple[str, list[str], str, str, str]:
+    """A shapes-task benchmark question: (question, options, correct letter, category, l2 category)."""
+    target = rng.choice(scene.shapes)
+    if rng.random() < 0.5:
+        question = f"What color is the {target.kind}?"
+        options, letter = _options(rng, target.color, sorted(COLORS))
+        return question, options, letter, "color_recognition", "perception"
+    question = f"Which shape is {target.color}?"
+    options, letter = _options(rng, target.kind, [*SHAPES, "star", "hexagon"])
+    return question, options, letter, "shape_recognition", "perception"
 
 
 def write_benchmark_tsv(path: Path, rows: list[dict]) -> Path:
@@ -211,16 +260,36 @@ def satori_completion(caption: str, boxes: list[list[int]], answer: str) -> str:
     return f"<caption>{caption}</caption> <bbox>{box_list}</bbox> <answer>{answer}</answer>"
 
 
-def warmup_examples(count: int, seed: int, seen_size) -> list[tuple[Image.Image, str, str]]:
+def warmup_examples(
+    count: int, seed: int, seen_size, cue_share: float = 0.0, cue_answered: float = 0.0
+) -> list[tuple[Image.Image, str, str]]:
     """(image, user text, target completion) pairs teaching the SATORI format.
 
     Half are VQA-Verify-style questions, half MMBench-style multiple choice with
     the official evaluation's instruction appended. Target boxes are in the
     pixels of the image as the model sees it: `seen_size(w, h) -> (w', h')`.
+    With cue_share, that share are color_cue questions. Their target stops at
+    "<answer>" (the model learns to caption and box those scenes, to see their
+    colour, but not the answer) except for the cue_answered share of them, shown
+    whole: a weak start at the answers, which GRPO is left to make a habit of.
     """
     rng = random.Random(f"warmup-{seed}")  # a stream of its own: no scene shared with the dataset or benchmarks
+    cue_rng = random.Random(f"warmup-cue-{seed}")  # apart: with cue_share 0, the examples the tiny profile always had
     examples = []
     for i in range(count):
+        if cue_rng.random() < cue_share:
+            scene = cue_scene(cue_rng)
+            seen_w, seen_h = seen_size(scene.width, scene.height)
+            x1, y1, x2, y2 = scene.shapes[0].box
+            box = [round(x1 * seen_w / scene.width), round(y1 * seen_h / scene.height),
+                   round(x2 * seen_w / scene.width), round(y2 * seen_h / scene.height)]  # fmt: skip
+            if cue_rng.random() < cue_answered:
+                target = satori_completion(scene.caption(), [box], cue_letter(scene))
+            else:
+                target = satori_completion(scene.caption(), [box], "")
+                target = target[: target.index("<answer>") + len("<answer>")]
+            examples.append((scene.render(), cue_item(scene)["question"], target))
+            continue
         scene = random_scene(rng)
         seen_w, seen_h = seen_size(scene.width, scene.height)
         sx, sy = seen_w / scene.width, seen_h / scene.height

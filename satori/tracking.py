@@ -36,6 +36,7 @@ DVC_EXP_TAG = "satori.dvc_experiment"
 OUTPUTS_TAG = "satori.outputs_md5"  # what the stage's outputs hash to in dvc.lock
 CACHED_TAG = "satori.cached"
 PIPELINE_TAG = "satori.pipeline"  # on parent runs
+VARIANT_TAG = "satori.variant"  # on parent runs of a variant: its --set overrides
 PRODUCED_BY_TAG = "satori.produced_by"
 
 
@@ -99,7 +100,12 @@ def flatten(params: Mapping[str, Any]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def pipeline_run(
-    experiment: str, profile: str, params: Mapping[str, Any], code_revision: str, tags: Mapping[str, str] | None = None
+    experiment: str,
+    profile: str,
+    params: Mapping[str, Any],
+    code_revision: str,
+    tags: Mapping[str, str] | None = None,
+    label: str | None = None,
 ) -> Iterator[str]:
     """The parent run of one pipeline run; its id is exported for the stages it starts.
 
@@ -109,7 +115,7 @@ def pipeline_run(
     """
     mlflow = _client_for(experiment)
     all_tags = {**run_tags(profile, params, code_revision), PIPELINE_TAG: "true", **(tags or {})}
-    name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"{label or profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     with mlflow.start_run(run_name=name, tags=all_tags) as run:
         mlflow.log_params(flatten(params))
         previous = os.environ.get(PARENT_RUN_ENV)

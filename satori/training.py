@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from satori.config import TrainParams, VisionParams
-from satori.gallery import user_text
 
 REWARD_PLUGIN = Path(__file__).with_name("rewards.py")
 # ms-swift logs rewards/<ClassName>/mean; these are the classes behind the published names.
@@ -433,23 +432,52 @@ def plot_reward_curves(path: Path, table: list[dict[str, float | None]]) -> None
     plt.close(figure)
 
 
-def seen_sizes_by_question(data_files: list[Path], vision: VisionParams) -> dict[str, tuple[int, int] | None]:
-    """Question text -> the image size the model saw; None where one question goes with several sizes.
-
-    ms-swift's completions.jsonl logs the prompt, not the image, so a completion is tied to its
-    image through the question text whenever that text is unique to one image size.
-    """
-    sizes: dict[str, set[tuple[int, int]]] = {}
+def seen_sizes_by_source(data_files: list[Path], vision: VisionParams) -> dict[str, tuple[int, int]]:
+    """A row's `solution` (where it came from, logged by ms-swift beside each completion) -> the image
+    size the model saw."""
+    sizes = {}
     for data_file in data_files:
         with data_file.open(encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
-                question = row["messages"][0]["content"].replace("<image>", "")
-                sizes.setdefault(question, set()).add(vision.seen_size(row["width"], row["height"]))
-    return {q: next(iter(s)) if len(s) == 1 else None for q, s in sizes.items()}
+                sizes[row["solution"]] = vision.seen_size(row["width"], row["height"])
+    return sizes
 
 
-def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, int] | None]) -> list[dict]:
+def first_and_last_samples(
+    completions_file: Path, rows_by_source: dict[str, dict], reward_names: list[str], inverted: bool, count: int = 4
+) -> str:
+    """Markdown: `count` rollouts of the first and of the last training step side by side, each with its
+    question's true answer and its rewards (true values, also in the inverted control run)."""
+    first_of_step: dict[int, dict] = {}
+    with completions_file.open(encoding="utf-8") as f:
+        for line in f:
+            table = json.loads(line)
+            first_of_step.setdefault(int(table["step"][0]), table)  # later tables of a step: evaluation rollouts
+    if not first_of_step:
+        raise ValueError(f"{completions_file} holds no completions")
+    first, last = min(first_of_step), max(first_of_step)
+
+    def cell(step: int, i: int) -> str:
+        table = first_of_step[step]
+        if i >= len(table["completion"]):
+            return ""
+        row = rows_by_source.get(table["solution"][i])
+        truth = row["possible_answers"][0] if row else "?"
+        rewards = []
+        for name in reward_names:
+            cls = REWARD_CLASSES[name]
+            value = float(table[cls][i])
+            rewards.append(f"{cls} {1.0 - value if inverted else value:.2f}")
+        text = " ".join(str(table["completion"][i]).split())
+        return f"truth `{truth}`: {text} ({', '.join(rewards)})".replace("|", "\\|")
+
+    lines = [f"| # | step {first} | step {last} |", "|---|---|---|"]
+    lines += [f"| {i + 1} | {cell(first, i)} | {cell(last, i)} |" for i in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, int]]) -> list[dict]:
     """summarize_completions for each step of completions.jsonl (training and evaluation rollouts together)."""
     from satori.rewards import summarize_completions
 
@@ -459,7 +487,7 @@ def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, i
             table = json.loads(line)
             completions, known = by_step.setdefault(int(table["step"][0]), ([], []))
             completions += table["completion"]
-            known += [sizes.get(user_text(p)) for p in table["prompt"]]
+            known += [sizes.get(source) for source in table["solution"]]
     per_step = []
     for step, (completions, known) in sorted(by_step.items()):
         summary = summarize_completions(completions, known)

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                         seed=spec.seed,
                         circular=spec.kind == "synthetic_mmbench",
                         category_column="l2-category" if spec.kind == "synthetic_mmbench" else "l2_category",
+                        task=spec.task,
                     )
                     synthetic.write_benchmark_tsv(tsv, bench_rows)
                 # A broken file fails here, naming file, row and column, before any model is loaded.

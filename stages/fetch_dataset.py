@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         key = f"{params.hub.repo_id}@{params.hub.revision}" if params.hub else ""
         with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
             if params.source == "synthetic":
-                tracking.say(f"writing {params.synthetic.rows} synthetic VQA-Verify-shaped rows")
-                synthetic.write_vqa_dataset(out, rows=params.synthetic.rows, seed=params.synthetic.seed)
+                data = params.synthetic
+                tracking.say(f"writing {data.rows} synthetic VQA-Verify-shaped rows ({data.task} task)")
+                synthetic.write_vqa_dataset(out, rows=data.rows, seed=data.seed, task=data.task)
                 write_source(out, repo_id="synthetic", revision=f"seed-{params.synthetic.seed}", commit=None)
             else:
                 hub = params.hub

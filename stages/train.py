@@ -1,7 +1,8 @@
 """Stage: GRPO with ms-swift and the SATORI rewards; the final checkpoint exported, whole, to --out.
 
     python -m stages.train --data data/processed --raw data/raw --base-model models/base --prompt prompt.txt \
-        --work .work/train --out models/trained --metrics reports/train.json --plots reports/train_rewards.csv
+        --work .work/train --out models/trained --metrics reports/train.json --plots reports/train_rewards.csv \
+        --plot-image reports/train_rewards.png --samples reports/train_samples.md
 
 A killed run resumes: run again with the same inputs, it continues from its last whole checkpoint
 in the same MLflow run. Changed params, data, base model or reward code start afresh.
@@ -23,6 +24,7 @@ from satori.training import (
     check_swift_arguments,
     completion_diagnostics,
     export_model,
+    first_and_last_samples,
     plot_reward_curves,
     last_checkpoint,
     prepare_work_dir,
@@ -31,7 +33,7 @@ from satori.training import (
     reward_table,
     run_key,
     run_swift,
-    seen_sizes_by_question,
+    seen_sizes_by_source,
     step_metrics,
     step_of,
     swift_arguments,
@@ -58,13 +60,18 @@ def localize_rows(source: Path, dest: Path, inputs: list[Path]) -> None:
             out.write(json.dumps({**row, "images": [str(p) for p in images]}) + "\n")
 
 
-def log_galleries(completions_file: Path, data: Path, vision) -> None:
-    """Per training step, a picture of up to 16 rollouts (predicted against true boxes) in MLflow."""
+def rows_by_source(data: Path) -> dict[str, dict]:
+    """The processed rows by their `solution` (where each came from), as ms-swift logs it beside a completion."""
     rows = {}
     for split in ("train", "val"):
         for line in (data / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            rows[row["messages"][0]["content"].replace("<image>", "")] = row
+            rows[row["solution"]] = row
+    return rows
+
+
+def log_galleries(completions_file: Path, rows: dict[str, dict], vision) -> None:
+    """Per training step, a picture of up to 16 rollouts (predicted against true boxes) in MLflow."""
     by_step: dict[int, list[dict]] = {}
     with completions_file.open(encoding="utf-8") as f:
         for line in f:
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics="",
         plots="rewards per step (CSV)",
         plot_image="the same as a picture (PNG)",
+        samples="rollouts of the first and the last step side by side (markdown)",
     )
     name, profile = load_profile()
     params, vision = profile.train, profile.vision
@@ -167,14 +175,20 @@ def main(argv: list[str] | None = None) -> None:
             **{f"final.{k}": v for k, v in final.items() if k not in ("step", "reward") and v is not None},
         }
         completions_file = output_dir / "completions.jsonl"
+        samples = "No rollouts were logged (train.log_completions is off).\n"
         if completions_file.exists():
-            sizes = seen_sizes_by_question([args.data / "train.jsonl", args.data / "val.jsonl"], vision)
+            sizes = seen_sizes_by_source([args.data / "train.jsonl", args.data / "val.jsonl"], vision)
             diagnostics = completion_diagnostics(completions_file, sizes)
             for row in diagnostics:
                 tracking.log_metrics({f"diagnostics/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
             metrics.update({f"diagnostics.{k}": v for k, v in diagnostics[-1].items() if k != "step"})
-        if completions_file.exists():
-            log_galleries(completions_file, args.data, vision)
+            rows = rows_by_source(args.data)
+            log_galleries(completions_file, rows, vision)
+            inverted = params.reward_control == "invert"
+            samples = first_and_last_samples(completions_file, rows, params.reward_funcs, inverted)
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        args.samples.write_text(samples, encoding="utf-8")
+        tracking.log_artifact(args.samples, "train")
         write_json(args.metrics, metrics)
         tracking.log_metrics({"summary": metrics})
         # Logs with timings and run-specific paths go to MLflow only: DVC outputs hash the same anywhere.

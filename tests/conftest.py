@@ -78,3 +78,31 @@ def use_profile(tmp_path, monkeypatch, isolated_env):
         return tmp_path
 
     return write
+
+
+def predicted_letter(prediction: str, row) -> str | None:
+    """The option a prediction names: a bare letter, "B." / "B)" / "(B)" first, or an option's exact text."""
+    import re
+
+    text = str(prediction).strip()
+    match = re.fullmatch(r"\(?([A-D])\)?(?:[.):]\s*.*)?", text, re.DOTALL)
+    if match:
+        return match.group(1)
+    options = {letter: str(row[letter]).strip().lower() for letter in "ABCD" if letter in row and str(row[letter]) != "nan"}
+    named = [letter for letter, option in options.items() if option == text.lower()]
+    return named[0] if len(named) == 1 else None
+
+
+def accuracy_from_predictions(report_dir: Path, label: str, benchmark: str) -> float:
+    """MMStar-style: the share of rows whose prediction names the answer. MMBench-style (circular): a question
+    counts only if every rotation of it (index % 1e6) is answered right."""
+    import pandas as pd
+
+    table = pd.read_csv(report_dir / f"{label}_satori-{label}_{benchmark}.tsv", sep="\t")
+    right = [predicted_letter(row["prediction"], row) == str(row["answer"]).strip() for _, row in table.iterrows()]
+    if "mmbench" not in benchmark.lower():
+        return sum(right) / len(right)
+    by_question: dict[int, bool] = {}
+    for index, ok in zip(table["index"], right):
+        by_question[int(index) % 1_000_000] = by_question.get(int(index) % 1_000_000, True) and ok
+    return sum(by_question.values()) / len(by_question)

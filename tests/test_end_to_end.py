@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_checkout
+from tests.conftest import accuracy_from_predictions, copy_checkout
 
 pytestmark = pytest.mark.slow
 
@@ -167,34 +167,6 @@ def test_accuracies_for_both_benchmarks_and_models(pipeline_run):
     by_index = dict(zip(predictions["index"], predictions["prediction"].astype(str)))
     for r in records:
         assert by_index[r["index"]] == (r["answer"] if r["answer"] is not None else r["completion"])
-
-
-def predicted_letter(prediction: str, row) -> str | None:
-    """The option a prediction names: a bare letter, "B." / "B)" / "(B)" first, or an option's exact text."""
-    import re
-
-    text = str(prediction).strip()
-    match = re.fullmatch(r"\(?([A-D])\)?(?:[.):]\s*.*)?", text, re.DOTALL)
-    if match:
-        return match.group(1)
-    options = {letter: str(row[letter]).strip().lower() for letter in "ABCD" if letter in row and str(row[letter]) != "nan"}
-    named = [letter for letter, option in options.items() if option == text.lower()]
-    return named[0] if len(named) == 1 else None
-
-
-def accuracy_from_predictions(report_dir: Path, label: str, benchmark: str) -> float:
-    """MMStar-style: the share of rows whose prediction names the answer. MMBench-style (circular): a question
-    counts only if every rotation of it (index % 1e6) is answered right."""
-    import pandas as pd
-
-    table = pd.read_csv(report_dir / f"{label}_satori-{label}_{benchmark}.tsv", sep="\t")
-    right = [predicted_letter(row["prediction"], row) == str(row["answer"]).strip() for _, row in table.iterrows()]
-    if "mmbench" not in benchmark.lower():
-        return sum(right) / len(right)
-    by_question: dict[int, bool] = {}
-    for index, ok in zip(table["index"], right):
-        by_question[int(index) % 1_000_000] = by_question.get(int(index) % 1_000_000, True) and ok
-    return sum(by_question.values()) / len(by_question)
 
 
 def test_mlflow_run_tree_with_rewards(pipeline_run):

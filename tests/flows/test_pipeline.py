@@ -45,8 +45,47 @@ def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_pa
     assert "no_scm = true" in (run_dir / ".dvc/config.local").read_text()
     assert (run_dir / "stages/train.py").read_bytes() == (repo / "stages/train.py").read_bytes()
     assert not (run_dir / "dvc.lock").exists()  # this checkout's results are not the profile's
-    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['learn', 'learn_control', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['learn', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
         pipeline.prepare_run_dir(repo, "huge")
+
+
+def test_a_variant_sets_its_params_in_its_own_copy_only(tmp_path):
+    repo = git_checkout(tmp_path)
+    before = git_status(repo)
+    overrides = ["train.reward_control=invert", "train.learning_rate=5e-4", "download.synthetic.rows=64"]
+    run_dir = pipeline.prepare_run_dir(repo, "learn", overrides, "learn_control")
+    assert run_dir == repo / ".runs/learn_control"
+    name, variant = load_profile(run_dir / "params.yaml")
+    _, learn = load_profile(repo / "params.yaml", "learn")
+    assert name == "learn"
+    assert (variant.train.reward_control, variant.train.learning_rate, variant.download.synthetic.rows) == (
+        "invert", 5e-4, 64
+    )
+    # Everything else as the profile says: the stages the overrides do not reach are the same DVC stages.
+    assert variant.base_model == learn.base_model and variant.benchmarks == learn.benchmarks
+    assert variant.train.model_copy(update={"reward_control": None, "learning_rate": learn.train.learning_rate}) == (
+        learn.train.model_copy(update={"reward_control": None})
+    )
+    assert git_status(repo) == before and load_profile(repo / "params.yaml")[0] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.learning_rate", "expected section.key=value"),
+        ("nowhere.key=1", "profile 'learn' has no section 'nowhere'"),
+        ("train.max_steps=true", r"learn\.train\.max_steps"),
+        ("train.reward_control=upside_down", r"learn\.train\.reward_control"),
+        ("train.no_such_key=1", r"learn\.train\.no_such_key"),
+    ],
+)
+def test_a_bad_override_is_refused_before_anything_runs_naming_the_key(tmp_path, override, message):
+    repo = git_checkout(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        pipeline.prepare_run_dir(repo, "learn", [override], "bad")
+    assert not (repo / ".runs/bad/params.yaml").exists()
+    with pytest.raises(ValueError, match="needs --name"):
+        pipeline.satori_pipeline.fn(profile="learn", overrides=["train.learning_rate=1e-4"])
 
 
 def test_a_second_run_in_the_same_folder_fails_at_once_in_one_sentence(tmp_path):

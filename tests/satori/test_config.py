@@ -18,7 +18,7 @@ def write_params(tmp_path: Path, mutate) -> Path:
     return path
 
 
-@pytest.mark.parametrize("profile", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
+@pytest.mark.parametrize("profile", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
 def test_every_profile_validates(profile):
     name, params = load_profile(PARAMS_FILE, name=profile)
     assert name == profile
@@ -65,7 +65,7 @@ def test_official_script_variant_differs_where_the_script_does():
 def test_unknown_profile_lists_the_defined_ones(tmp_path):
     path = write_params(tmp_path, lambda raw: raw.update(profile="huge"))
     with pytest.raises(
-        ParamsError, match=r"'huge' is not one of the defined profiles \['learn', 'learn_control', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"
+        ParamsError, match=r"'huge' is not one of the defined profiles \['learn', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"
     ):
         load_profile(path)
 

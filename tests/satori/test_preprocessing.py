@@ -169,8 +169,9 @@ def test_bad_rows_are_set_aside_with_their_reason_and_nothing_is_lost(tmp_path):
             "height": 80,
             "possible_answers": ["red"],
             "image_caption": "A red square.",
+            "solution": f"data.jsonl:{line}",  # where the row came from
         }
-        for i in (0, 50, 51)
+        for i, line in ((0, 1), (50, len(rows) - 1), (51, len(rows)))
     ]
     assert train == expected
     assert report["rejected_by_reason"]["bbox_malformed"] == 5

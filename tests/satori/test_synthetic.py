@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import base64
+import io
 import json
 import random
 
 import numpy as np
+from PIL import Image
 
 from satori import synthetic
 
@@ -74,3 +77,66 @@ def test_warmup_targets_are_well_formed_and_scaled():
         boxes = json.loads(target.split("<bbox>")[1].split("</bbox>")[0])
         for x1, y1, x2, y2 in boxes:
             assert 0 <= x1 < x2 <= image.width // 2 + 1 and 0 <= y1 < y2 <= image.height // 2 + 1
+
+
+def test_color_cue_scenes_are_one_large_shape_whose_colour_decides_the_letter():
+    rng = random.Random(4)
+    letters = set()
+    for _ in range(80):
+        scene = synthetic.cue_scene(rng)
+        (shape,) = scene.shapes
+        x1, y1, x2, y2 = shape.box
+        assert (scene.width, scene.height) == synthetic.CUE_SIZE
+        assert 0.4 * scene.width * scene.height <= (x2 - x1) * (y2 - y1) <= 0.71 * scene.width * scene.height
+        centre = np.asarray(scene.render())[(y1 + y2) // 2 + (y2 - y1) // 4, (x1 + x2) // 2]
+        assert tuple(centre) == synthetic.COLORS[shape.color]
+        letter = synthetic.cue_letter(scene)
+        assert {"A": "red", "B": "green", "C": "blue", "D": "yellow"}[letter] == shape.color
+        item = synthetic.cue_item(scene)
+        assert f"\n{letter}. {shape.color}\n" in item["question"]
+        assert item["answers"] == [letter, f"{letter}. {shape.color}", shape.color]
+        assert item["bboxs"] == [list(shape.box)]
+        letters.add(letter)
+    assert letters == set("ABCD")
+
+
+def test_color_cue_benchmarks_keep_one_option_order_even_mmbench_shaped():
+    rows = synthetic.benchmark_rows(questions=12, seed=1, circular=True, category_column="l2-category", task="color_cue")
+    assert [r["index"] for r in rows] == list(range(12))  # no rotated copies
+    for row in rows:
+        assert [row[letter] for letter in "ABCD"] == ["red", "green", "blue", "yellow"]
+        image = Image.open(io.BytesIO(base64.b64decode(row["image"])))
+        colours = {colour: np.all(np.asarray(image) == rgb, axis=-1).sum() for colour, rgb in synthetic.COLORS.items()}
+        assert max(colours, key=colours.get) == row[row["answer"]]  # the answer is the colour the image shows
+
+
+def test_the_shapes_task_is_unchanged_by_the_cue_task_option():
+    assert synthetic.benchmark_rows(questions=6, seed=3, circular=True, category_column="c") == (
+        synthetic.benchmark_rows(questions=6, seed=3, circular=True, category_column="c", task="shapes")
+    )
+
+
+def test_warmup_cue_examples_teach_caption_and_box_and_answer_only_the_answered_share():
+    seen = lambda w, h: (w, h)  # noqa: E731
+    plain = synthetic.warmup_examples(200, 0, seen)
+    mixed = synthetic.warmup_examples(200, 0, seen, cue_share=0.5, cue_answered=0.5)
+    cue = [e for e in mixed if e[0].size == synthetic.CUE_SIZE and e[1].startswith("Question: What color is the shape?")]
+    others = [e for e in mixed if e not in cue]
+    assert 70 <= len(cue) <= 130
+    # No cue share, no cue example, whatever the answered share: the tiny profile's warm-up as it was.
+    assert [(t, a) for _, t, a in synthetic.warmup_examples(200, 0, seen, cue_answered=0.7)] == [
+        (t, a) for _, t, a in plain
+    ]
+    from satori.rewards import Format
+
+    assert Format()([target for _, _, target in others]) == [1.0] * len(others)
+    answered = [target for _, _, target in cue if target.endswith("</answer>")]
+    unanswered = [target for _, _, target in cue if not target.endswith("</answer>")]
+    assert 0.3 * len(cue) <= len(answered) <= 0.7 * len(cue)
+    assert all(target.endswith("</bbox> <answer>") and target.startswith("<caption>") for target in unanswered)
+    for image, _, target in cue:
+        colour = target.split("<caption>A ")[1].split()[0]
+        pixels = np.asarray(image)
+        assert np.all(pixels == synthetic.COLORS[colour], axis=-1).sum() > 0.15 * pixels.shape[0] * pixels.shape[1]  # a triangle fills half its box
+        if target.endswith("</answer>"):
+            assert target.endswith(f"<answer>{'ABCD'[synthetic.CUE_COLORS.index(colour)]}</answer>")

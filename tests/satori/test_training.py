@@ -133,36 +133,36 @@ def test_last_checkpoint_is_the_highest_step(tmp_path):
     assert train.last_checkpoint(tmp_path).name == "checkpoint-10"
 
 
-def test_diagnostics_tie_completions_to_image_sizes_and_flag_whole_image_boxes(tmp_path):
+def test_diagnostics_tie_completions_to_their_rows_image_sizes_and_flag_whole_image_boxes(tmp_path):
+    # Two rows ask the same question of images of different sizes: only the logged `solution` (the row's
+    # source) tells them apart.
     rows = [
-        {"messages": [{"role": "user", "content": "<image>Q unique?"}], "width": 280, "height": 280},
-        {"messages": [{"role": "user", "content": "<image>Q shared?"}], "width": 280, "height": 280},
-        {"messages": [{"role": "user", "content": "<image>Q shared?"}], "width": 560, "height": 280},
+        {"messages": [{"role": "user", "content": "<image>Q?"}], "width": 280, "height": 280, "solution": "t:1"},
+        {"messages": [{"role": "user", "content": "<image>Q?"}], "width": 560, "height": 280, "solution": "t:2"},
     ]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    vision = VisionParams(min_pixels=3136, max_pixels=50176)  # 280x280 is seen as 224x224
-    sizes = train.seen_sizes_by_question([tmp_path / "train.jsonl"], vision)
-    assert sizes == {"Q unique?": (224, 224), "Q shared?": None}
-
-    def prompt(question):
-        return (
-            f"<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<image>{question}<|im_end|>\n<|im_start|>assistant\n"
-        )
+    vision = VisionParams(min_pixels=3136, max_pixels=50176)  # 280x280 is seen as 224x224, 560x280 as 308x140
+    sizes = train.seen_sizes_by_source([tmp_path / "train.jsonl"], vision)
+    assert sizes == {"t:1": (224, 224), "t:2": vision.seen_size(560, 280)}
 
     whole = "<caption>c</caption> <bbox>[[0,0,224,224]]</bbox> <answer>A</answer>"
     small = "<caption>c</caption> <bbox>[[0,0,20,20],[5,5,9,9]]</bbox> <answer>B.</answer>"
+    # [0,0,224,224] covers the whole of the 224x224 image, not of the wider one.
     steps = [
-        {"step": ["1", "1"], "prompt": [prompt("Q unique?"), prompt("Q shared?")], "completion": [whole, small]},
-        {"step": ["2"], "prompt": [prompt("Q unique?")], "completion": ["junk"]},
-        {"step": ["2"], "prompt": [prompt("Q unique?")], "completion": [small]},  # an eval rollout, same step
+        {"step": ["1", "1"], "solution": ["t:1", "t:2"], "completion": [whole, small]},
+        {"step": ["2"], "solution": ["t:2"], "completion": ["junk"]},
+        {"step": ["2"], "solution": ["t:2"], "completion": [whole]},  # an eval rollout, same step
+        {"step": ["3"], "solution": ["elsewhere:9"], "completion": [whole]},  # a row not in the data
     ]
     (tmp_path / "completions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     diagnostics = train.completion_diagnostics(tmp_path / "completions.jsonl", sizes)
     assert diagnostics == [
-        {"step": 1, "format_rate": 1.0, "mean_boxes": 1.5, "whole_image_box_rate": 1.0, "mean_answer_chars": 1.5,
-         "size_known_rate": 0.5},
-        {"step": 2, "format_rate": 0.5, "mean_boxes": 1.0, "whole_image_box_rate": 0.0, "mean_answer_chars": 1.0,
+        {"step": 1, "format_rate": 1.0, "mean_boxes": 1.5, "whole_image_box_rate": 1 / 3, "mean_answer_chars": 1.5,
          "size_known_rate": 1.0},
+        {"step": 2, "format_rate": 0.5, "mean_boxes": 0.5, "whole_image_box_rate": 0.0, "mean_answer_chars": 0.5,
+         "size_known_rate": 1.0},
+        {"step": 3, "format_rate": 1.0, "mean_boxes": 1.0, "whole_image_box_rate": 0.0, "mean_answer_chars": 1.0,
+         "size_known_rate": 0.0},
     ]  # fmt: skip
 
 
@@ -261,7 +261,7 @@ def test_export_restores_the_kv_cache_and_drops_load_time_keys(tmp_path):
     assert json.loads((out / "tokenizer_config.json").read_text()) == {"model_max_length": 32768}
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
 def test_every_profile_command_line_parses_with_ms_swift_s_own_arguments(profile_name):
     _, profile = load_profile(PARAMS, name=profile_name)
     for cuda in (True, False):
@@ -283,7 +283,7 @@ def test_an_unknown_or_misspelt_extra_arg_fails_in_seconds_naming_it():
 GPU_PACKAGES = {"deepspeed": "deepspeed", "use_vllm": "vllm", "attn_impl": "flash-attn"}
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn", "learn_control"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
 def test_what_a_profile_needs_is_installed_or_in_the_gpu_extra(profile_name):
     import importlib.util
     import re
@@ -299,3 +299,28 @@ def test_what_a_profile_needs_is_installed_or_in_the_gpu_extra(profile_name):
             continue
         importable = importlib.util.find_spec(package.replace("-", "_")) is not None
         assert importable or package in gpu_extra, f"{profile_name} sets --{flag} {value}: {package} is in no set-up"
+
+
+def test_first_and_last_samples_show_both_steps_with_true_rewards(tmp_path):
+    rows = {"t:1": {"possible_answers": ["B", "B. green"]}, "t:2": {"possible_answers": ["D"]}}
+    steps = [
+        {"step": ["1", "1"], "solution": ["t:1", "t:2"], "completion": ["<answer>A</answer>", "a|b"],
+         "Format": [0.25, 1.0], "VQAAccuracy": [1.0, 0.0]},
+        {"step": ["1"], "solution": ["t:2"], "completion": ["an eval rollout"], "Format": [0.0], "VQAAccuracy": [0.0]},
+        {"step": ["7", "7"], "solution": ["t:2", "gone:3"], "completion": ["<answer>D</answer>", "x\n  y"],
+         "Format": [0.0, 0.5], "VQAAccuracy": [0.0, 1.0]},
+    ]  # fmt: skip
+    (tmp_path / "completions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    # The control run logs 1 - r: the report shows r.
+    text = train.first_and_last_samples(
+        tmp_path / "completions.jsonl", rows, ["external_format", "extern_vqa_acc"], inverted=True, count=3
+    )
+    lines = text.splitlines()
+    assert lines[0] == "| # | step 1 | step 7 |"
+    assert lines[2] == (
+        "| 1 | truth `B`: <answer>A</answer> (Format 0.75, VQAAccuracy 0.00)"
+        " | truth `D`: <answer>D</answer> (Format 1.00, VQAAccuracy 1.00) |"
+    )
+    assert lines[3] == "| 2 | truth `D`: a\\|b (Format 0.00, VQAAccuracy 1.00) | truth `?`: x y (Format 0.50, VQAAccuracy 0.00) |"
+    assert lines[4] == "| 3 |  |  |"
+    assert "eval rollout" not in text
