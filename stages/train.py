@@ -21,6 +21,7 @@ from satori.files import atomic_dir, read_source, write_json, write_source
 from satori.gallery import draw, grid, training_samples
 from satori.training import (
     FINISHED_FILE,
+    REWARD_CLASSES,
     check_swift_arguments,
     completion_diagnostics,
     export_model,
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             tracking.say(f"training run {key} from the start ({params.nproc_per_node} process(es), cuda={cuda})")
 
         logged_steps = set(tracking.logged_steps(run.info.run_id, "reward"))
+        inverted = params.reward_control == "invert"
 
         def log_new_steps() -> None:
             # Each step once, across resumes: the steps a killed run logged are not logged again.
@@ -145,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
                 if step not in logged_steps:
                     tracking.log_metrics(step_metrics(record), step=step)
                     logged_steps.add(step)
-                    rewards = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in record.items() if k.endswith("/mean"))
-                    tracking.say(f"step {record['global_step/max_steps']}: reward {record['reward']:.3f} ({rewards})")
+                    true = reward_table([record], params.reward_funcs, inverted)[0]
+                    shown = ", ".join(f"{REWARD_CLASSES[name]} {true[name]:.2f}" for name in params.reward_funcs)
+                    note = " (true values; GRPO was given 1 - r)" if inverted else ""
+                    tracking.say(f"step {record['global_step/max_steps']}: reward {true['reward']:.3f} ({shown}){note}")
 
         run_swift(argv_swift, swift_environment(params, vision), work / "swift.log", on_output=log_new_steps)
         log_new_steps()
@@ -184,7 +188,6 @@ def main(argv: list[str] | None = None) -> None:
             metrics.update({f"diagnostics.{k}": v for k, v in diagnostics[-1].items() if k != "step"})
             rows = rows_by_source(args.data)
             log_galleries(completions_file, rows, vision)
-            inverted = params.reward_control == "invert"
             samples = first_and_last_samples(completions_file, rows, params.reward_funcs, inverted)
         args.samples.parent.mkdir(parents=True, exist_ok=True)
         args.samples.write_text(samples, encoding="utf-8")
