@@ -469,8 +469,9 @@ def first_and_last_samples(
             cls = REWARD_CLASSES[name]
             value = float(table[cls][i])
             rewards.append(f"{cls} {1.0 - value if inverted else value:.2f}")
+        # A code span, so that markdown shows the <caption>/<bbox>/<answer> tags instead of taking them for HTML.
         text = " ".join(str(table["completion"][i]).split())
-        return f"truth `{truth}`: {text} ({', '.join(rewards)})".replace("|", "\\|")
+        return f"truth `{truth}`: `` {text} `` ({', '.join(rewards)})".replace("|", "\\|")
 
     lines = [f"| # | step {first} | step {last} |", "|---|---|---|"]
     lines += [f"| {i + 1} | {cell(first, i)} | {cell(last, i)} |" for i in range(count)]
