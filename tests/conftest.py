@@ -106,3 +106,18 @@ def accuracy_from_predictions(report_dir: Path, label: str, benchmark: str) -> f
     for index, ok in zip(table["index"], right):
         by_question[int(index) % 1_000_000] = by_question.get(int(index) % 1_000_000, True) and ok
     return sum(by_question.values()) / len(by_question)
+
+
+def pipeline_env(work: Path, **extra: str) -> dict[str, str]:
+    """The environment of a pipeline run in a test: its own MLflow store and Prefect home in work, offline,
+    this interpreter's folder first on PATH (the stages call `python`)."""
+    import sys
+
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PREFECT_HOME": str(work / "prefect"),
+        "HF_HUB_OFFLINE": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **extra,
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import accuracy_from_predictions, copy_checkout
+from tests.conftest import accuracy_from_predictions, copy_checkout, pipeline_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,7 @@ def runs(tmp_path_factory):
     """`make learn` in a fresh copy of the checkout: the learn profile, then its control."""
     work = tmp_path_factory.mktemp("learn")
     repo = copy_checkout(work / "checkout")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "PREFECT_HOME": str(work / "prefect"),
-        "HF_HUB_OFFLINE": "1",
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
+    env = pipeline_env(work)
     results = {}
     for name, args in (("learn", ["--profile", "learn"]), ("learn_control", CONTROL)):
         done = subprocess.run(

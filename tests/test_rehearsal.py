@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_checkout
+from tests.conftest import copy_checkout, pipeline_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +24,7 @@ def rehearsal(tmp_path_factory):
     """`make rehearse` in a fresh copy of the checkout: mirrors, then the rehearsal and rehearsal_lora profiles."""
     work = tmp_path_factory.mktemp("rehearsal")
     repo = copy_checkout(work / "checkout")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "PREFECT_HOME": str(work / "prefect"),
-        "HF_HUB_OFFLINE": "1",
-        "SATORI_MIRROR": str(repo / ".rehearsal"),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
+    env = pipeline_env(work, SATORI_MIRROR=str(repo / ".rehearsal"))
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
     done = run(sys.executable, "-m", "satori.mirrors", "--out", ".rehearsal")
     assert done.returncode == 0, done.stderr[-3000:]
