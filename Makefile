@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run rehearse learn test test-fast repro clean
+.PHONY: install run rehearse learn test test-fast repro gpu-bundle clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not slow"
+
+# The wheels the GPU check needs beyond the GPU machine's packages (benchmarks/gpu_bundle.txt), for CPython 3.12
+# manylinux x86_64, in .whl/; prints their total with the tracked tree's. See the README's GPU section.
+gpu-bundle: $(STAMP)
+	$(PY) -m benchmarks.gpu_bundle
 
 repro: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro

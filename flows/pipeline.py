@@ -47,16 +47,6 @@ from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names,
 from satori.publishing import CODE_REVISION_ENV, code_revision  # noqa: E402
 from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
-STAGES = (
-    "fetch_dataset",
-    "fetch_base_model",
-    "fetch_benchmarks",
-    "preprocess",
-    "train",
-    "evaluate_base",
-    "evaluate",
-    "publish",
-)
 NOTIFY_URL_ENV = "SATORI_NOTIFY_URL"  # an Apprise URL (Slack, e-mail, ...) told of every finished run
 RUNS_DIR = ".runs"  # copies of the checkout, one per other profile (git-ignored)
 LOCK_FILE = ".satori-run.lock"
@@ -134,7 +124,7 @@ def repro(stage: str, folder: Path) -> bool:
 
 
 # Lines of a stage's output the console shows; all of them go to the Prefect run log and .work/logs/<stage>.log.
-CONSOLE_LINES = ("[satori]", "Running stage", "didn't change, skipping", "ERROR", "Error:", "Traceback")
+CONSOLE_LINES = ("[satori]", "satori: error:", "Running stage", "didn't change, skipping", "ERROR", "Error:", "Traceback")
 CONSOLE_DETAIL = "satori_detail"
 
 
@@ -170,10 +160,34 @@ def run_stage(stage: str, folder: str) -> bool:
     return ran
 
 
-# Network stages retry transient failures with backoff; the rest fail fast (a retry would redo hours of work).
+# Network stages (`meta: {network: true}` in dvc.yaml) retry transient failures with backoff; the rest fail
+# fast (a retry would redo hours of work).
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=[30, 120, 600], retry_condition_fn=retry_if_transient)
-NETWORK_STAGES = {"fetch_dataset", "fetch_base_model", "fetch_benchmarks", "publish"}
-TASKS = {stage: task(run_stage, name=stage, **(NETWORK_RETRIES if stage in NETWORK_STAGES else {})) for stage in STAGES}
+
+
+def pipeline_stages(folder: Path) -> list[tuple[str, bool]]:
+    """The stages of folder's dvc.yaml in an order DVC's graph allows (each after the stages whose outputs
+    it reads; ties in the order dvc.yaml lists them), each with whether it is a network stage."""
+    from dvc.repo import Repo
+
+    with Repo(str(folder)) as repo:
+        graph = repo.index.graph  # an edge runs from a stage to a stage whose output it reads
+        listed = list(repo.index.stages)
+        waiting = {stage: set(graph.successors(stage)) for stage in listed}
+        order = []
+        while waiting:
+            ready = [stage for stage in listed if stage in waiting and not waiting[stage]]
+            if not ready:
+                raise ValueError(f"{folder / 'dvc.yaml'}: the stages {sorted(s.name for s in waiting)} form a cycle")
+            order.append(ready[0])
+            del waiting[ready[0]]
+            for needs in waiting.values():
+                needs.discard(ready[0])
+        return [(stage.name, bool((stage.meta or {}).get("network"))) for stage in order]
+
+
+def stage_task(stage: str, network: bool):
+    return task(run_stage, name=stage, **(NETWORK_RETRIES if network else {}))
 
 
 @contextlib.contextmanager
@@ -363,14 +377,17 @@ def satori_pipeline(profile: str | None = None, overrides: list[str] | None = No
     ):
         quiet_console()
         ran = {}
-        for stage in STAGES:
-            ran[stage] = TASKS[stage](stage, str(folder))
+        for stage, network in pipeline_stages(folder):
+            ran[stage] = stage_task(stage, network)(stage, str(folder))
             tracking.record_stage(stage, ran[stage], outputs_hash(folder, stage))
             stage_log = folder / ".work" / "logs" / f"{stage}.log"
             if stage_log.exists():
                 tracking.log_artifact(stage_log, "logs")
         evaluation = json.loads((folder / "reports" / "evaluate.json").read_text(encoding="utf-8"))
         tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
+        curves = folder / "reports" / "train_rewards.csv"  # restored by DVC when train was cached
+        if curves.exists():
+            tracking.log_curves(curves, "train")
         link = tracking.run_link(run_id)
     key = "satori-" + re.sub(r"[^a-z0-9-]", "-", name.lower())  # Prefect artifact keys: lowercase, digits, dashes
     create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=key)

@@ -16,6 +16,7 @@ import shutil
 import string
 from pathlib import Path
 
+from satori.config import InputError
 from satori.hub import DownloadError, hub_offline
 
 REQUIRED_COLUMNS = ("index", "question", "answer", "image")
@@ -24,7 +25,7 @@ OPTION_COLUMNS = tuple(string.ascii_uppercase)
 MAX_IMAGE_REFERENCE_CHARS = 64
 
 
-class BenchmarkFileError(ValueError):
+class BenchmarkFileError(InputError, ValueError):
     """A benchmark file VLMEvalKit could not score; the message names file, row and column."""
 
 
@@ -38,6 +39,19 @@ def _decodes(data: bytes) -> str | None:
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def validate_benchmark_folder(folder: Path, names: list[str]) -> dict[str, int]:
+    """Check the TSV of every named benchmark in folder (as fetch_benchmarks checks what it fetched): rows per
+    benchmark; raises BenchmarkFileError naming the file, row and column. The evaluate stages call it before
+    they load a model, so a file edited or broken since it was fetched fails in seconds."""
+    rows = {}
+    for name in names:
+        path = folder / f"{name}.tsv"
+        if not path.is_file():
+            raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {name!r})")
+        rows[name] = validate_benchmark_tsv(path)
+    return rows
 
 
 def validate_benchmark_tsv(path: Path) -> int:

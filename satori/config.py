@@ -14,22 +14,61 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from satori.resize import seen_size
+from satori.reward_registry import REWARD_NAMES
+
 # The checkout this package lies in: for tests and benchmarks. Stages never use it; they read and
 # write only the paths dvc.yaml gives them, relative to the folder DVC runs them in.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # DVC's own default params file, read relative to the folder the stage runs in.
 PARAMS_FILE = Path("params.yaml")
-# Qwen2.5-VL: 14-pixel patches merged 2x2, so one image token per 28x28 pixels.
-IMAGE_FACTOR = 28
 
 
-class ParamsError(ValueError):
+class InputError(Exception):
+    """Bad params or input: the message names the key, file, row or field, so a stage shows it as one
+    sentence, without a traceback (SATORI_DEBUG=1 shows the traceback too)."""
+
+
+class ParamsError(InputError, ValueError):
     """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
 
 
+# The train params that decide how many rows one batch takes; checked against the splits preprocessing made.
+SPLIT_SIZE_KEYS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "nproc_per_node",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "steps_per_generation",
+)
+
+
+def check_split_sizes(train_rows: int, val_rows: int, **batch: int | None) -> None:
+    """Raise ParamsError, in one sentence naming the keys and the counts, when the splits cannot fill the
+    batches ms-swift builds from them (it would stop at start-up, after the model has loaded)."""
+    eval_batch = batch["per_device_eval_batch_size"] * batch["nproc_per_node"]
+    if val_rows < eval_batch:
+        raise ParamsError(
+            f"the validation split has {val_rows} rows, fewer than one evaluation batch, train.per_device_eval_"
+            f"batch_size x train.nproc_per_node = {batch['per_device_eval_batch_size']} x {batch['nproc_per_node']} "
+            f"= {eval_batch}: lower those or raise preprocess.val_fraction"
+        )
+    micro_steps = batch["steps_per_generation"] or batch["gradient_accumulation_steps"]
+    prompts = batch["per_device_train_batch_size"] * batch["nproc_per_node"] * micro_steps // batch["num_generations"]
+    if train_rows < prompts:
+        raise ParamsError(
+            f"the train split has {train_rows} rows, fewer than the {prompts} distinct prompts one generation "
+            f"takes, train.per_device_train_batch_size x train.nproc_per_node x (train.steps_per_generation or "
+            f"train.gradient_accumulation_steps) / train.num_generations = {batch['per_device_train_batch_size']} "
+            f"x {batch['nproc_per_node']} x {micro_steps} / {batch['num_generations']}"
+        )
+
+
 class Section(BaseModel):
-    # strict: `max_steps: true` or `rows: "96"` is an error, not a silent 1 or 96.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: `max_steps: true` or `rows: "96"` is an error, not a silent 1 or 96. No .inf or .nan anywhere
+    # (a learning rate of .inf fails a minute into ms-swift: "probability tensor contains inf, nan").
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class VisionParams(Section):
@@ -44,12 +83,9 @@ class VisionParams(Section):
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         return self
 
-    def seen_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of an image as the model sees it, after the processor's smart_resize."""
-        from qwen_vl_utils import smart_resize
-
-        seen_h, seen_w = smart_resize(height, width, IMAGE_FACTOR, self.min_pixels, self.max_pixels)
-        return seen_w, seen_h
+    def seen_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) of an image as the model sees it under these limits; None where it cannot be resized."""
+        return seen_size(width, height, self.min_pixels, self.max_pixels)
 
 
 class SyntheticDataParams(Section):
@@ -145,6 +181,8 @@ class PreprocessParams(Section):
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     max_boxes: int = Field(default=100, ge=1)
     max_row_bytes: int = Field(default=1_000_000, ge=1024)
+    # A JSON table is read whole (JSONL and Parquet are streamed): larger ones are refused, naming this key.
+    max_json_bytes: int = Field(default=1 << 30, ge=1024)
 
 
 Scalar = str | int | float | bool
@@ -152,9 +190,7 @@ Scalar = str | int | float | bool
 
 class TrainParams(Section):
     nproc_per_node: int = Field(ge=1)
-    reward_funcs: list[Literal["external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"]] = (
-        Field(min_length=1)
-    )
+    reward_funcs: list[Literal[REWARD_NAMES]] = Field(min_length=1)
     reward_mode: Literal["corrected", "paper"] = "corrected"
     # invert: GRPO gets 1 - r for every reward (the control run that proves the wiring); reports show true values.
     reward_control: Literal["none", "invert"] = "none"
@@ -177,6 +213,14 @@ class TrainParams(Section):
     dataloader_num_workers: int = Field(ge=0)
     num_generations: int = Field(ge=2)
     temperature: float = Field(gt=0)
+    # Rollouts per generation call: `steps_per_generation` micro-batches are generated at once and used by
+    # that many micro-steps (none: ms-swift's default, gradient_accumulation_steps: one generation per
+    # optimizer step, on-policy). Larger: fewer, bigger generation batches; optimizer steps after the first
+    # train on an older policy's rollouts, corrected by GRPO's clipped importance ratio (README: Fast rollouts).
+    steps_per_generation: int | None = Field(default=None, ge=1)
+    # hf: transformers' generate (runs anywhere). vllm: vLLM colocated on the training GPUs (the gpu extra;
+    # unverified here: no machine of ours has vLLM).
+    rollout: Literal["hf", "vllm"] = "hf"
     log_completions: bool = True
     seed: int = 42
     # ms-swift saves weights in shards of at most this size (its default: 5GB).
@@ -188,6 +232,9 @@ class TrainParams(Section):
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
         """The cross-field rules ms-swift and TRL would otherwise enforce minutes into a run."""
+        repeated = sorted({name for name in self.reward_funcs if self.reward_funcs.count(name) > 1})
+        if repeated:
+            raise ValueError(f"reward_funcs names {repeated} more than once (ms-swift would add each twice)")
         if self.max_steps == 0:
             raise ValueError("max_steps: 0 trains nothing; use -1 (num_train_epochs decides) or a positive count")
         if self.max_completion_length >= self.max_length:
@@ -226,6 +273,12 @@ class EvaluateParams(Section):
     max_pixels: int = Field(gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @model_validator(mode="after")
+    def _ordered(self) -> EvaluateParams:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
 
 class PublishParams(Section):
     push: bool = False
@@ -254,6 +307,12 @@ class Profile(Section):
     publish: PublishParams
     mlflow_experiment: str
 
+    @model_validator(mode="after")
+    def _trainable(self) -> Profile:
+        if self.preprocess.val_fraction == 0:
+            raise ValueError("preprocess.val_fraction: 0 leaves no validation split, which GRPO evaluates on")
+        return self
+
 
 def _format_errors(profile: str, err: ValidationError) -> str:
     lines = [f"params.yaml: profile '{profile}' is invalid:"]
@@ -264,9 +323,26 @@ def _format_errors(profile: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML where a key written twice in one mapping is an error (PyYAML keeps the last one silently).
+    Keys a merge (`<<: *anchor`) brings in may be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"params.yaml: key {key!r} is written twice in one block, at lines {seen[key]} and {line}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} does not exist") from None
     except yaml.YAMLError as err:
@@ -276,6 +352,11 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise ParamsError(f"{path}: YAML syntax error{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping with a 'profile' key")
+    unknown = sorted(str(k) for k, v in raw.items() if k != "profile" and not isinstance(v, dict))
+    if unknown:
+        raise ParamsError(
+            f"{path}: unknown top-level key(s) {unknown}: the top level holds `profile:` and one block per profile"
+        )
     return raw
 
 

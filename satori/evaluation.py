@@ -79,6 +79,21 @@ def distributed_context() -> tuple[int, int, str]:
     return rank, world, device
 
 
+def vlmeval_model_name(label: str) -> str:
+    """The model name VLMEvalKit files a variant's predictions under."""
+    return f"satori-{label}"
+
+
+def completions_name(label: str, benchmark: str) -> str:
+    """The raw completions of a variant on a benchmark: the file's name in the work folder."""
+    return f"{vlmeval_model_name(label)}_{benchmark}_completions.jsonl"
+
+
+def reported_completions(report_dir: Path, label: str, benchmark: str) -> Path:
+    """Where score_model copies those completions in its report folder."""
+    return report_dir / f"{label}_{completions_name(label, benchmark)}"
+
+
 def evaluate_variant(
     label: str, model, benchmarks: BenchmarksParams, data_root: Path, work_dir: Path, rank: int, world: int
 ) -> dict[str, Any]:
@@ -88,7 +103,7 @@ def evaluate_variant(
     from satori.vlmeval_compat import build_vlmeval_dataset, vlmeval_api
 
     api = vlmeval_api()
-    model_name = f"satori-{label}"
+    model_name = vlmeval_model_name(label)
     out_dir = work_dir / label
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -111,7 +126,7 @@ def evaluate_variant(
         records.sort(key=lambda r: int(r["index"]))
         for record in records:  # the decoded images' names, not the scratch folder they lie in
             record["images"] = [Path(p).name for p in record["images"]]
-        with (out_dir / f"{model_name}_{spec.name}_completions.jsonl").open("w", encoding="utf-8") as f:
+        with (out_dir / completions_name(label, spec.name)).open("w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps({**record, "index": int(record["index"])}) + "\n")
         pred_file = api.get_pred_file_path(str(out_dir), model_name, spec.name)
@@ -154,7 +169,7 @@ def run_inference(spec_file: Path) -> None:
     )
     scores = {}
     for label, instruction in spec["variants"].items():
-        model.append_instruction = instruction
+        model.generator.append_instruction = instruction  # the variant: with or without the instruction
         scores[label] = evaluate_variant(label, model, profile.benchmarks, data_root, work_dir, rank, world)
     if rank == 0:
         write_json(work_dir / "results.json", scores)
@@ -191,7 +206,7 @@ def score_model(
     for label in variants:
         for produced in sorted((work_dir / label).iterdir()):
             if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
-                shutil.copy2(produced, report_dir / f"{label}_{produced.name}")
+                shutil.copy2(produced, report_dir / f"{label}_{produced.name}")  # see reported_completions
     return scores
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from satori.rewards import first_block, parse_boxes, seen_size
+from satori.resize import seen_size
+from satori.rewards import first_block, parse_boxes
 
 TILE = 256  # pixels: each sample is drawn into a TILE x TILE image over a text panel
 TEXT_LINES = 6

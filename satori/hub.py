@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from satori.config import InputError
 from satori.files import file_manifest, read_source
 from satori.transient import is_transient
 
@@ -20,7 +21,7 @@ DOWNLOAD_ATTEMPTS = 4  # then the stage fails, marked transient, and Prefect's o
 FIRST_RETRY_DELAY_S = 2.0
 
 
-class DownloadError(RuntimeError):
+class DownloadError(InputError, RuntimeError):
     """A download that cannot succeed as configured; the message says what to do."""
 
 

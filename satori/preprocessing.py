@@ -22,18 +22,22 @@ from pathlib import Path
 from struct import error as struct_error
 from typing import Any
 
-from satori.config import IMAGE_FACTOR, FieldMap, PreprocessParams, TrainParams, VisionParams
+from satori.config import FieldMap, InputError, PreprocessParams, VisionParams
+from satori.resize import IMAGE_FACTOR
 from satori.files import SOURCE_FILE, atomic_dir
 
 # Boxes may overhang the image by this many pixels (annotation rounding); they are clipped.
 BOX_TOLERANCE_PX = 2.0
+# ms-swift reads these in a query as placeholders for a row's media: one in a question would ask for an
+# image the row does not have (or misplace the one it has).
+MEDIA_TAGS = ("<image>", "<video>", "<audio>")
 
 
 # OS errors that are about the machine (disk full, read-only, I/O), not about one row: they stop the stage.
 NOT_ABOUT_THE_ROW = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(InputError, RuntimeError):
     """Preprocessing cannot go on (no tables, a wrong field mapping, a full disk); the message says why."""
 
 
@@ -59,7 +63,7 @@ REASONS = (
     "image_too_large",  # more pixels than preprocess.max_image_pixels (decompression bombs included)
     "size_invalid",  # declared width/height not positive integers
     "size_mismatch",  # declared width/height differ from the image's
-    "image_aspect_ratio",  # beyond the processor's maximum aspect ratio (200)
+    "image_aspect_ratio",  # the processor cannot resize it (aspect ratio over 200, or a side would be 0 pixels)
     "bbox_malformed",  # boxes not a list of 4 finite numbers each
     "bbox_inverted",  # x2 < x1 or y2 < y1
     "bbox_zero_area",  # x2 == x1 or y2 == y1
@@ -69,6 +73,8 @@ REASONS = (
     "row_too_large",  # the row's JSON is over preprocess.max_row_bytes (embedded image bytes not counted)
     "too_many_boxes",  # more boxes than preprocess.max_boxes
     "invalid_utf8",  # text with bytes that are not UTF-8
+    "special_token",  # question, caption or an answer holds a special token of the model's tokenizer
+    "media_tag",  # question, caption or an answer holds <image>, <video> or <audio> (ms-swift's placeholders)
     "row_error",  # anything else one row can raise (the exception is kept in the detail)
 )
 
@@ -86,6 +92,7 @@ class RowChecker:
     embedded_dir_final: Path  # where they will be once the output is renamed into place (relative)
     max_image_pixels: int = 25_000_000
     max_boxes: int = 100
+    special_tokens: tuple[str, ...] = ()  # the model tokenizer's: no text field may hold one
 
     def __post_init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
@@ -104,13 +111,15 @@ class RowChecker:
         if not isinstance(question, str) or not question.strip():
             raise Rejected("empty_question", short_repr(question))
         answers = raw[f.answers]
-        answers = [answers] if isinstance(answers, str) else answers
-        answers = [a.strip() for a in answers if isinstance(a, str) and a.strip()] if isinstance(answers, list) else []
+        answers = [answers] if not isinstance(answers, list) else answers
+        answers = [text for text in map(answer_text, answers) if text]
         if not answers:
             raise Rejected("no_answer", short_repr(raw[f.answers]))
         caption = raw[f.caption]
         if not isinstance(caption, str) or not caption.strip():
             raise Rejected("empty_caption", short_repr(caption))
+        for field, text in ((f.question, question), (f.caption, caption), *((f.answers, a) for a in answers)):
+            self._check_markup(field, text)
         image_path, width, height = self._image(raw[f.image], raw)
         boxes, clipped = self._boxes(raw[f.boxes], width, height)
         key = (image_path, question.strip())
@@ -128,6 +137,17 @@ class RowChecker:
             "image_caption": caption.strip(),
         }
         return row, clipped
+
+    def _check_markup(self, field: str, text: str) -> None:
+        """No chat markup in the text: the model's special tokens and ms-swift's media tags are the template's."""
+        if "<" not in text:
+            return
+        for token in self.special_tokens:
+            if token in text:
+                raise Rejected("special_token", f"{field} holds {token!r}, a special token of the model's tokenizer")
+        for tag in MEDIA_TAGS:
+            if tag in text:
+                raise Rejected("media_tag", f"{field} holds {tag!r}, which ms-swift reads as a media placeholder")
 
     def _image(self, value: Any, raw: dict[str, Any]) -> tuple[str, int, int]:
         """(path ms-swift will read, relative to the stage's folder, width, height).
@@ -181,6 +201,7 @@ class RowChecker:
         declared = [raw.get(key) for key in (self.fields.width, self.fields.height) if key]
         if all(v is None for v in declared):
             return  # absent: the header's size is used
+        declared = [int(v) if type(v) is float and v.is_integer() else v for v in declared]  # 96.0 is 96
         if not all(type(v) is int and v > 0 for v in declared):
             raise Rejected("size_invalid", short_repr(declared))
         if declared != [width, height][: len(declared)]:
@@ -215,10 +236,11 @@ class RowChecker:
         return boxes, clipped
 
     def _check_tokens(self, question: str, width: int, height: int) -> None:
-        try:
-            w, h = self.vision.seen_size(width, height)
-        except ValueError as err:  # aspect ratio beyond what the processor accepts
-            raise Rejected("image_aspect_ratio", str(err)) from None
+        seen = self.vision.seen_size(width, height)
+        if seen is None:  # the aspect ratio is beyond what the processor accepts, or a side floors to 0 pixels
+            limits = f"{self.vision.min_pixels}-{self.vision.max_pixels} pixels"
+            raise Rejected("image_aspect_ratio", f"a {width}x{height} image cannot be resized within {limits}")
+        w, h = seen
         needed = (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR) + self.prompt_tokens(question)
         if needed > self.token_budget:
             raise Rejected("too_many_tokens", f"{needed} prompt tokens > budget {self.token_budget}")
@@ -307,50 +329,106 @@ def _parse_json(text: str) -> Any:
         return Unparsed(reason="unparseable_row", error=f"{type(err).__name__}: {str(err)[:200]}", text=text[:2000])
 
 
-def read_raw_rows(root: Path, patterns: list[str], max_row_bytes: int) -> Iterator[tuple[str, int, Any]]:
-    """(table, row number, row) for every row of every table under root: JSONL and Parquet streamed.
+def read_raw_rows(
+    root: Path, patterns: list[str], max_row_bytes: int, max_json_bytes: int = 1 << 30
+) -> Iterator[tuple[str, int, Any]]:
+    """(table, row number, row) for every row of every table under root, each read within the caps.
 
-    A JSON file holds one array of rows (or an object with one list-valued key) and is read whole:
-    JSON arrays cannot be streamed with the standard library. A line or file that does not parse
-    yields one Unparsed row, so it is counted and set aside; the other lines are read on.
+    JSONL is streamed a line at a time, never more than max_row_bytes of one line in memory. Parquet
+    is read a row group at a time: a group that cannot be read yields one Unparsed row per row it
+    holds, and the other groups are read on. A JSON file holds an array of rows, or an object whose
+    values are arrays of rows (splits: {"train": [...], "test": [...]}), and is read whole, so it is
+    refused past max_json_bytes. A line or file that does not parse yields one Unparsed row, so it is
+    counted and set aside; the other lines are read on.
     """
     for table in find_tables(root, patterns):
         name = table.relative_to(root).as_posix()
         suffix = table.suffix.lower()
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            number = 0
-            try:
-                batches = pq.ParquetFile(table).iter_batches(batch_size=256)
-                for batch in batches:
-                    for row in batch.to_pylist():
-                        number += 1
-                        yield name, number, row
-            except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: the rest of the file is lost
-                yield (
-                    name,
-                    number + 1,
-                    Unparsed(
-                        reason="unparseable_row",
-                        error=f"{type(err).__name__}: {err}"[:300],
-                        text="<rest of the Parquet file>",
-                    ),
-                )
+            yield from _parquet_rows(table, name)
         elif suffix == ".json":
+            size = table.stat().st_size
+            if size > max_json_bytes:
+                error = f"a {size}-byte JSON file > preprocess.max_json_bytes {max_json_bytes}: write it as JSONL"
+                yield name, 1, Unparsed(reason="row_too_large", error=error, text="<the whole JSON file>")
+                continue
             # surrogateescape keeps bad bytes as lone surrogates: the row holding them is rejected, not the file.
             text = table.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
             data = _parse_json(text)
-            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-                data = next(iter(data.values()))
+            if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+                data = [row for split in data.values() for row in split]  # an object of splits
             rows = data if isinstance(data, list) else [data]
             for number, row in enumerate(rows, start=1):
                 yield name, number, row
         else:
-            with table.open("rb") as f:
-                for number, line in enumerate(f, start=1):
-                    if line.strip():
-                        yield name, number, _parse_line(line.rstrip(b"\r\n"), max_row_bytes)
+            for number, line in _bounded_lines(table, max_row_bytes):
+                if isinstance(line, Unparsed) or line.strip():
+                    yield name, number, line if isinstance(line, Unparsed) else _parse_line(line, max_row_bytes)
+
+
+def _parquet_rows(table: Path, name: str) -> Iterator[tuple[str, int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(table)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: no row of it can be read
+        error = f"{type(err).__name__}: {err}"[:300]
+        yield name, 1, Unparsed(reason="unparseable_row", error=error, text="<the whole Parquet file>")
+        return
+    number = 0
+    for group in range(parquet.num_row_groups):
+        count = parquet.metadata.row_group(group).num_rows
+        try:
+            rows = parquet.read_row_group(group).to_pylist()
+        except Exception as err:  # a corrupt row group: each of its rows is counted and set aside
+            error = f"row group {group} of {parquet.num_row_groups} unreadable: {type(err).__name__}: {err}"[:300]
+            for _ in range(count):
+                number += 1
+                yield name, number, Unparsed(reason="unparseable_row", error=error, text=f"<row group {group}>")
+            continue
+        for row in rows:
+            number += 1
+            yield name, number, row
+
+
+# Reading past an over-long line: this much at a time, never kept.
+_SKIP_CHUNK = 1 << 20
+
+
+def _bounded_lines(path: Path, max_bytes: int) -> Iterator[tuple[int, bytes | Unparsed]]:
+    """(line number, the line without its end) of a text file; a line over max_bytes is not read into memory:
+    it yields an Unparsed row_too_large, and reading resumes after it. Holes of a sparse file are jumped
+    over (they hold no newline), so a huge empty file is refused in seconds."""
+    import os
+
+    with path.open("rb") as f:
+        number = 0
+        while True:
+            line = f.readline(max_bytes + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) <= max_bytes or line.endswith(b"\n"):
+                yield number, line.rstrip(b"\r\n")
+                continue
+            length, start = len(line), line[:200]
+            while not line.endswith(b"\n"):
+                position = f.tell()
+                try:
+                    data_at = os.lseek(f.fileno(), position, os.SEEK_DATA)
+                except OSError:  # ENXIO: only a hole is left, so no newline either
+                    length += os.fstat(f.fileno()).st_size - position
+                    f.seek(0, os.SEEK_END)
+                    break
+                if data_at > position:
+                    length += data_at - position
+                    f.seek(data_at)
+                line = f.readline(_SKIP_CHUNK)
+                if not line:
+                    break
+                length += len(line) - line.endswith(b"\n")  # the line's end is not the line's
+            error = f"a line of {length} bytes > preprocess.max_row_bytes {max_bytes}"
+            yield number, Unparsed(reason="row_too_large", error=error, text=start.decode("utf-8", "replace"))
 
 
 def has_bad_text(value: Any, depth: int = 0) -> bool:
@@ -376,6 +454,19 @@ def is_validation(row_key: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+def answer_text(value: Any) -> str | None:
+    """An accepted answer as text: a non-empty string stripped, an integer (3, or 3.0) as its digits; else None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):  # True is an int to Python, not an answer
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
 def prompt_token_counter(model_dir: Path, system_prompt: str):
     """Counts the text tokens of the chat prompt around a question (system prompt included)."""
     from transformers import AutoTokenizer
@@ -384,6 +475,16 @@ def prompt_token_counter(model_dir: Path, system_prompt: str):
     # The chat markup around system prompt and question: im_start/im_end, role names, vision_start/end.
     overhead = len(tokenizer(system_prompt).input_ids) + 16
     return lambda question: overhead + len(tokenizer(question).input_ids)
+
+
+def special_tokens(model_dir: Path) -> tuple[str, ...]:
+    """The special tokens of the model's tokenizer (chat markup, vision and box markers), longest first."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    found = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    found |= set(tokenizer.all_special_tokens)
+    return tuple(sorted(found, key=lambda t: (-len(t), t)))
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -417,14 +518,19 @@ def row_size(raw: Any) -> int:
 def preprocess(
     params: PreprocessParams,
     vision: VisionParams,
-    train: TrainParams,
+    token_budget: int,
     raw_dir: Path,
     model_dir: Path,
     out_dir: Path,
     system_prompt: str,
     progress: Callable[[int], None] = lambda rows: None,
+    check_splits: Callable[[int, int], None] = lambda train_rows, val_rows: None,
 ) -> dict[str, Any]:
     """Every row of raw_dir's tables into out_dir/{train,val,rejected}.jsonl; returns the report.
+
+    token_budget: the prompt tokens a row may take (train.max_length - train.max_completion_length).
+    check_splits(train rows, val rows) raises when training could not start on them; nothing is then
+    renamed into place.
 
     Image paths in the rows are relative to the folder the stage runs in (raw_dir/..., or
     out_dir/images/... for embedded bytes), so the output hashes the same in any checkout.
@@ -438,19 +544,20 @@ def preprocess(
             dataset_root=raw_dir,
             fields=params.fields,
             vision=vision,
-            token_budget=train.max_length - train.max_completion_length,
+            token_budget=token_budget,
             prompt_tokens=prompt_token_counter(model_dir, system_prompt),
             embedded_dir=tmp / "images",
             embedded_dir_final=out_dir / "images",
             max_image_pixels=params.max_image_pixels,
             max_boxes=params.max_boxes,
+            special_tokens=special_tokens(model_dir),
         )
         with (
             (tmp / "train.jsonl").open("w", encoding="utf-8") as train_f,
             (tmp / "val.jsonl").open("w", encoding="utf-8") as val_f,
             (tmp / "rejected.jsonl").open("w", encoding="utf-8") as rejected_f,
         ):
-            for table, number, raw in read_raw_rows(raw_dir, params.tables, params.max_row_bytes):
+            for table, number, raw in read_raw_rows(raw_dir, params.tables, params.max_row_bytes, params.max_json_bytes):
                 counts["rows_in"] += 1
                 if counts["rows_in"] % 1000 == 0:
                     progress(counts["rows_in"])
@@ -476,11 +583,18 @@ def preprocess(
         if kept + rejected != counts["rows_in"]:
             raise RuntimeError(f"row accounting broke: {kept} kept + {rejected} rejected != {counts['rows_in']} in")
         _check_field_mapping(params.fields, columns_seen, counts["rows_in"], reasons)
+        if reasons["too_many_tokens"] * 2 > counts["rows_in"]:
+            raise PreprocessError(
+                f"{reasons['too_many_tokens']} of {counts['rows_in']} rows need more prompt tokens (image and text) "
+                f"than train.max_length - train.max_completion_length = {token_budget} leaves: raise train.max_length "
+                f"or lower train.max_completion_length (or vision.max_pixels, which sets the image tokens)"
+            )
         if counts["train"] == 0:
             raise PreprocessError(
                 f"no training rows survived preprocessing of {counts['rows_in']} rows; "
                 f"rejected by reason: {', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}"
             )
+        check_splits(counts["train"], counts["val"])
     return {
         "rows_in": counts["rows_in"],
         "kept": kept,

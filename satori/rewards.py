@@ -33,10 +33,10 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from qwen_vl_utils import smart_resize
 from swift.rewards import ORM, orms
 
-from satori.config import IMAGE_FACTOR
+from satori.resize import seen_size
+from satori.reward_registry import REWARD_CLASSES
 
 # qwen-vl-utils' own processor defaults, used when MIN_PIXELS / MAX_PIXELS are unset.
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
@@ -100,17 +100,6 @@ def pixel_limits(mode: str) -> tuple[int, int]:
     )
 
 
-@functools.lru_cache(maxsize=65536)
-def seen_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int] | None:
-    """(width, height) the processor resizes an image to; None where qwen-vl-utils refuses it."""
-    try:
-        seen_h, seen_w = smart_resize(height, width, IMAGE_FACTOR, min_pixels, max_pixels)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
-    # Thin images can floor to 0 pixels on a side under max_pixels (the published code divides by it).
-    return (seen_w, seen_h) if seen_w > 0 and seen_h > 0 else None
-
-
 # --- block extraction -----------------------------------------------------------------------
 
 
@@ -141,6 +130,11 @@ _PAPER_START = re.compile(r"\s*<caption>")
 _PAPER_TO_BBOX = re.compile(r"</caption>\s*<bbox>\s*\[\[")
 _PAPER_TO_ANSWER = re.compile(r"\]\]\s*</bbox>\s*<answer>")
 _PAPER_END = re.compile(r"</answer>\s*$", re.MULTILINE)
+
+
+def strict_format(text: Any) -> bool:
+    """The corrected format rule: exactly the three blocks, in order, no tag inside a block, whitespace around."""
+    return isinstance(text, str) and bool(_STRICT_FORMAT.fullmatch(text))
 
 
 def paper_format(text: str) -> bool:
@@ -180,7 +174,7 @@ class Format(ORM):
             return 0.0
         if self.mode == "paper":
             return 1.0 if paper_format(completion) else 0.0
-        return 1.0 if _STRICT_FORMAT.fullmatch(completion) else 0.0
+        return 1.0 if strict_format(completion) else 0.0
 
 
 # --- boxes ----------------------------------------------------------------------------------
@@ -596,55 +590,8 @@ class CaptionAccuracy(ORM):
         return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
 
 
-# --- diagnostics for reward hacking ---------------------------------------------------------
-
-
-def summarize_completions(
-    completions: list[str],
-    seen_sizes: list[tuple[int, int] | None] | None = None,
-    *,
-    whole_image_threshold: float = 0.9,
-) -> dict[str, float]:
-    """What a batch of completions looks like, for spotting reward hacking at a glance.
-
-    format_rate: share passing the strict format; mean_boxes: boxes parsed from the first
-    <bbox> block (0 when unparseable); whole_image_box_rate: share of those boxes covering more
-    than `whole_image_threshold` of the image the model saw (`seen_sizes`, (width, height) per
-    completion, None where unknown; boxes of completions with unknown size are not counted);
-    mean_answer_chars: length of the stripped <answer> text (0 when absent).
-    """
-    n = len(completions)
-    if n == 0:
-        return {"format_rate": 0.0, "mean_boxes": 0.0, "whole_image_box_rate": 0.0, "mean_answer_chars": 0.0}
-    sizes = seen_sizes if seen_sizes is not None else [None] * n
-    formatted = boxes_total = whole = sized_boxes = answer_chars = 0
-    for completion, size in zip(completions, sizes):
-        formatted += isinstance(completion, str) and bool(_STRICT_FORMAT.fullmatch(completion))
-        boxes = parse_boxes(first_block(completion, "bbox")) or []
-        boxes_total += len(boxes)
-        if size is not None and size[0] > 0 and size[1] > 0:
-            image_area = size[0] * size[1]
-            for x1, y1, x2, y2 in boxes:
-                w = min(x2, size[0]) - max(x1, 0)
-                h = min(y2, size[1]) - max(y1, 0)
-                whole += w > 0 and h > 0 and w * h > whole_image_threshold * image_area
-            sized_boxes += len(boxes)
-        answer = first_block(completion, "answer")
-        answer_chars += len(answer.strip()) if answer is not None else 0
-    return {
-        "format_rate": formatted / n,
-        "mean_boxes": boxes_total / n,
-        "whole_image_box_rate": whole / sized_boxes if sized_boxes else 0.0,
-        "mean_answer_chars": answer_chars / n,
-    }
-
-
-REWARDS = {
-    "external_format": Format,
-    "external_bbox_acc": BoundingBoxAccuracy,
-    "extern_vqa_acc": VQAAccuracy,
-    "external_caption_acc": CaptionAccuracy,
-}
+# The classes of the registry (satori/reward_registry.py), found by the class names it gives.
+REWARDS = {name: globals()[class_name] for name, class_name in REWARD_CLASSES.items()}
 
 # The wiring control (train.reward_control: invert): every reward r is handed to GRPO as 1 - r. A run
 # that learns what the rewards ask must then move the true rewards down, not up.

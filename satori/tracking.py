@@ -40,16 +40,30 @@ VARIANT_TAG = "satori.variant"  # on parent runs of a variant: its --set overrid
 PRODUCED_BY_TAG = "satori.produced_by"
 
 
+# Where `dvc exp run --temp` runs a copy of the checkout (deleted afterwards): <checkout>/.dvc/tmp/exps/<tmp>/.
+DVC_TEMP_RUNS = (".dvc", "tmp", "exps")
+
+
+def store_root(checkout: Path | None = None) -> Path:
+    """The checkout whose local MLflow store runs go to: this one, or under `dvc exp run --temp` the checkout
+    that started the experiment (a store in DVC's temporary copy would be deleted with it)."""
+    parts = (checkout or REPO_ROOT).parts
+    for i in range(len(parts) - len(DVC_TEMP_RUNS)):
+        if parts[i : i + len(DVC_TEMP_RUNS)] == DVC_TEMP_RUNS:
+            return Path(*parts[:i])
+    return checkout or REPO_ROOT
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, or a SQLite store at the repo root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, or a SQLite store at the checkout's root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def artifact_root(uri: str) -> Path:
     """Artifacts sit beside a SQLite store (mlartifacts/); MLflow's default is relative to the cwd."""
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-    return REPO_ROOT / "mlartifacts"
+    return store_root() / "mlartifacts"
 
 
 def _client_for(experiment: str):
@@ -312,6 +326,18 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     }
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_curves(table: Path, prefix: str) -> None:
+    """A per-step CSV (a `step` column, then one number a column; empty cells skipped) as metric histories of
+    the active run, named prefix/column: the pipeline's parent run gets the train stage's reward curves, so
+    two pipeline runs compare curve against curve."""
+    import csv
+
+    with table.open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = int(row.pop("step"))
+            log_metrics({f"{prefix}/{k}": float(v) for k, v in row.items() if v not in ("", None)}, step=step)
 
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:

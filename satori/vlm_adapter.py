@@ -12,10 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from satori.config import SATORI_INSTRUCTION
+from satori.batched_generation import BatchedGenerator
 from satori.vlmeval_compat import vlmeval_api
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -43,40 +40,10 @@ class SatoriVLM(vlmeval_api().BaseModel):
 
     INTERLEAVE = False
 
-    def __init__(
-        self,
-        model_path: Path,
-        *,
-        system_prompt: str,
-        append_instruction: bool,
-        min_pixels: int,
-        max_pixels: int,
-        max_new_tokens: int,
-        batch_size: int = 1,
-        device: str = "auto",
-    ):
+    def __init__(self, model_path: Path, *, batch_size: int = 1, **generation):
+        """generation: BatchedGenerator's settings (system_prompt, append_instruction, pixel limits, ...)."""
         super().__init__()
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        # bf16 + SDPA on a GPU; fp32 on the CPU, where greedy decoding is then exactly repeatable.
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            model_path, dtype=dtype, attn_implementation="sdpa"
-        ).to(device)
-        self.model.eval()
-        self.processor = AutoProcessor.from_pretrained(
-            model_path, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        )
-        self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self.eos_ids = set(self.model.generation_config.eos_token_id or [])
-        if isinstance(self.model.generation_config.eos_token_id, int):
-            self.eos_ids = {self.model.generation_config.eos_token_id}
-        self.system_prompt = system_prompt
-        self.append_instruction = append_instruction
-        self.max_new_tokens = max_new_tokens
+        self.generator = BatchedGenerator(model_path, **generation)
         self.batch_size = batch_size
         self.completions: list[dict] = []  # one record per answer handed to VLMEvalKit
         self._pending: dict[tuple, list[dict]] = {}  # planned messages not generated yet, in order
@@ -89,36 +56,11 @@ class SatoriVLM(vlmeval_api().BaseModel):
         self._pending = {message_key(m): m for _, m in planned}
         self._index_of = {message_key(m): index for index, m in planned}
 
-    def _chat(self, message: list[dict]) -> tuple[str, list[Image.Image]]:
-        content, images = [], []
-        for part in message:
-            if part["type"] == "image":
-                images.append(Image.open(part["value"]).convert("RGB"))
-                content.append({"type": "image"})
-            else:
-                content.append({"type": "text", "text": part["value"]})
-        if self.append_instruction:
-            content.append({"type": "text", "text": SATORI_INSTRUCTION})
-        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": content}]
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text, images
+    def _chat(self, message: list[dict]) -> tuple[str, list]:
+        return self.generator.chat(message)
 
-    @torch.inference_mode()
     def _generate_batch(self, messages: list[list[dict]]) -> list[tuple[str, int]]:
-        """Greedy completions of several chat prompts in one left-padded batch: (text, tokens) each."""
-        prompts = [self._chat(m) for m in messages]
-        images = [image for _, row_images in prompts for image in row_images]
-        inputs = self.processor(
-            text=[text for text, _ in prompts], images=images or None, padding=True, return_tensors="pt"
-        ).to(self.device)
-        output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        results = []
-        for row in new_tokens:
-            length = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), len(row))
-            text = self.processor.decode(row[:length], skip_special_tokens=True)
-            results.append((text, length))
-        return results
+        return self.generator.generate(messages)
 
     def generate_inner(self, message, dataset=None) -> str:
         key = message_key(message)

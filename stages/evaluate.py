@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 
 from satori import tracking
-from satori.cli import stage_paths
-from satori.config import load_profile
-from satori.evaluation import score_model, summarize
+from satori.benchmark_files import validate_benchmark_folder
+from satori.evaluation import reported_completions, score_model, summarize
 from satori.files import atomic_dir, write_json
 from satori.gallery import draw, evaluation_samples, grid, save_png
+from satori.stage import Stage, run_main
+
+
+READS = ("evaluate", "benchmarks")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         model="",
         base_scores="the evaluate_base stage's metrics",
         benchmarks="",
@@ -30,12 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         metrics="",
         out_gallery="one picture of 16 answers per benchmark",
     )
-    name, profile = load_profile()
-    params = profile.evaluate
-    logged = {"evaluate": params.model_dump(), "benchmarks": profile.benchmarks.model_dump()}
-    with tracking.stage_run("evaluate", profile.mlflow_experiment, name, logged):
+    args, params, benchmarks = stage.args, stage.read("evaluate"), stage.read("benchmarks")
+    # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
+    validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
+    with stage.run():
         base_scores = json.loads(args.base_scores.read_text(encoding="utf-8"))
-        tracking.say(f"scoring {args.model} on {len(profile.benchmarks.items)} benchmark(s)")
+        tracking.say(f"scoring {args.model} on {len(benchmarks.items)} benchmark(s)")
         trained = score_model(
             args.model,
             {"trained": params.satori_instruction},
@@ -45,14 +50,14 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             params.nproc_per_node,
         )
-        metrics = summarize({**base_scores, **trained}, profile.benchmarks)
+        metrics = summarize({**base_scores, **trained}, benchmarks)
         write_json(args.metrics, metrics)
         tracking.log_metrics(metrics)
         tracking.log_artifact(args.metrics)
         tracking.log_artifact(args.out, "evaluate")
         with atomic_dir(args.out_gallery) as gallery:
-            for spec in profile.benchmarks.items:
-                completions = args.out / f"trained_satori-trained_{spec.name}_completions.jsonl"
+            for spec in benchmarks.items:
+                completions = reported_completions(args.out, "trained", spec.name)
                 tsv = args.benchmarks / f"{spec.name}.tsv"
                 samples = evaluation_samples(completions, tsv, params.min_pixels, params.max_pixels)
                 save_png(grid([draw(s) for s in samples]), gallery / f"{spec.name}.png")
@@ -60,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

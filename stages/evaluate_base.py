@@ -10,16 +10,21 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.cli import stage_paths
-from satori.config import load_profile
+from satori.benchmark_files import validate_benchmark_folder
 from satori.evaluation import base_variants, score_model
 from satori.files import write_json
+from satori.stage import Stage, run_main
+
+
+READS = ("evaluate", "benchmarks")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         model="",
         benchmarks="",
         prompt="",
@@ -27,12 +32,12 @@ def main(argv: list[str] | None = None) -> None:
         out="",
         metrics="",
     )
-    name, profile = load_profile()
-    params = profile.evaluate
-    logged = {"evaluate": params.model_dump(), "benchmarks": profile.benchmarks.model_dump()}
-    with tracking.stage_run("evaluate_base", profile.mlflow_experiment, name, logged):
+    args, params, benchmarks = stage.args, stage.read("evaluate"), stage.read("benchmarks")
+    # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
+    validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
+    with stage.run():
         variants = base_variants(params)
-        tracking.say(f"scoring {args.model} ({', '.join(variants)}) on {len(profile.benchmarks.items)} benchmark(s)")
+        tracking.say(f"scoring {args.model} ({', '.join(variants)}) on {len(benchmarks.items)} benchmark(s)")
         scores = score_model(
             args.model, variants, args.benchmarks, args.prompt, args.work, args.out, params.nproc_per_node
         )
@@ -42,4 +47,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,26 +7,29 @@ from __future__ import annotations
 
 
 from satori import synthetic, tracking
-from satori.cli import stage_paths
-from satori.config import load_profile, system_prompt
+from satori.config import system_prompt
 from satori.files import atomic_dir, write_source
 from satori.hub import hub_snapshot
+from satori.stage import Stage, run_main
 from satori.tiny_model import build_tiny_model
 from satori.transient import report_transient
 
 
+READS = ("base_model", "vision")
+
+
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         prompt="the system prompt the tiny model is warmed up with",
         out="",
     )
-    name, profile = load_profile()
-    params, vision = profile.base_model, profile.vision
-    logged = {"base_model": params.model_dump(), "vision": vision.model_dump()}
-    with tracking.stage_run("fetch_base_model", profile.mlflow_experiment, name, logged):
+    args, params, vision = stage.args, stage.read("base_model"), stage.read("vision")
+    with stage.run():
         key = f"{params.repo_id}@{params.revision}"
         with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
             if params.source == "tiny":
@@ -64,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,24 +7,27 @@ from __future__ import annotations
 
 
 from satori import synthetic, tracking
-from satori.cli import stage_paths
 from satori.benchmark_files import fetch_official_tsv, validate_benchmark_tsv
-from satori.config import load_profile
 from satori.files import atomic_dir, write_json
+from satori.stage import Stage, run_main
 from satori.transient import report_transient
+
+
+READS = ("benchmarks",)
 
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         out="",
         metrics="",
     )
-    name, profile = load_profile()
-    params = profile.benchmarks
-    with tracking.stage_run("fetch_benchmarks", profile.mlflow_experiment, name, {"benchmarks": params.model_dump()}):
+    args, params = stage.args, stage.read("benchmarks")
+    with stage.run():
         rows: dict[str, int] = {}
         with atomic_dir(args.out) as out:
             for spec in params.items:
@@ -48,4 +51,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

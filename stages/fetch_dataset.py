@@ -7,24 +7,27 @@ from __future__ import annotations
 
 
 from satori import synthetic, tracking
-from satori.cli import stage_paths
-from satori.config import load_profile
 from satori.files import atomic_dir, file_manifest, write_json, write_source
 from satori.hub import hub_snapshot
+from satori.stage import Stage, run_main
 from satori.transient import report_transient
+
+
+READS = ("download",)
 
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         out="",
         metrics="",
     )
-    name, profile = load_profile()
-    params = profile.download
-    with tracking.stage_run("fetch_dataset", profile.mlflow_experiment, name, {"download": params.model_dump()}):
+    args, params = stage.args, stage.read("download")
+    with stage.run():
         # A Hub download resumes from the partial folder an interrupted attempt left.
         key = f"{params.hub.repo_id}@{params.hub.revision}" if params.hub else ""
         with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
@@ -46,4 +49,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,36 +8,44 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.cli import stage_paths
-from satori.config import load_profile, system_prompt
+from satori.config import SPLIT_SIZE_KEYS, check_split_sizes, system_prompt
 from satori.files import write_json
 from satori.preprocessing import PreprocessError, preprocess
+from satori.stage import Stage, run_main
+
+
+# The token budget, and the batch sizes the splits must fill (config.SPLIT_SIZE_KEYS).
+READS = ("preprocess", "vision", "train.max_length", "train.max_completion_length",
+         *(f"train.{key}" for key in SPLIT_SIZE_KEYS))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         raw="the fetched dataset folder",
         base_model="its tokenizer counts prompt tokens",
         prompt="",
         out="",
         metrics="",
     )
-    name, profile = load_profile()
-    logged = {"preprocess": profile.preprocess.model_dump(), "vision": profile.vision.model_dump()}
-    with tracking.stage_run("preprocess", profile.mlflow_experiment, name, logged):
+    args = stage.args
+    batch = {key: stage.read(f"train.{key}") for key in SPLIT_SIZE_KEYS}
+    with stage.run():
         tracking.say(f"checking every row under {args.raw}")
         try:
             report = preprocess(
-                profile.preprocess,
-                profile.vision,
-                profile.train,
+                stage.read("preprocess"),
+                stage.read("vision"),
+                stage.read("train.max_length") - stage.read("train.max_completion_length"),
                 args.raw,
                 args.base_model,
                 args.out,
                 system_prompt(args.prompt),
                 progress=lambda rows: tracking.say(f"{rows} rows read"),
+                check_splits=lambda train, val: check_split_sizes(train, val, **batch),
             )
         except OSError as err:  # not about one row (unreadable folder, full disk): the old outputs stay
             raise PreprocessError(f"preprocess stopped, {args.out} left as it was: {err}") from None
@@ -50,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

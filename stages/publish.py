@@ -9,18 +9,22 @@ from __future__ import annotations
 import json
 
 from satori import tracking
-from satori.cli import stage_paths
-from satori.config import load_profile
 from satori.files import atomic_dir, write_json
 from satori.publishing import build_folder, check_reloads, code_revision, push
+from satori.stage import Stage, run_main
 from satori.transient import report_transient
+
+
+READS = ("*",)
 
 
 @report_transient
 def main(argv: list[str] | None = None) -> None:
-    args = stage_paths(
+    stage = Stage(
+        __file__,
         __doc__,
         argv,
+        READS,
         model="",
         evaluation="",
         curves="the train stage's reward curves (PNG)",
@@ -28,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         out="",
         metrics="",
     )
-    name, profile = load_profile()
+    args, name, profile = stage.args, stage.profile_name, stage.profile
     params = profile.publish
-    with tracking.stage_run("publish", profile.mlflow_experiment, name, {"publish": params.model_dump()}):
+    with stage.run():
         evaluation = json.loads(args.evaluation.read_text(encoding="utf-8"))
         with atomic_dir(args.out) as out:
             build_folder(name, profile, args.model, evaluation, out, args.curves, args.gallery)
@@ -50,4 +54,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

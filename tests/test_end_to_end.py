@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from flows.pipeline import pipeline_stages
+from satori.config import REPO_ROOT
 from tests.conftest import accuracy_from_predictions, copy_checkout
 
 pytestmark = pytest.mark.slow
 
-from flows.pipeline import STAGES
+STAGES = [stage for stage, _ in pipeline_stages(REPO_ROOT)]
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds it unless it leaked
 
 
@@ -451,3 +453,22 @@ def test_a_deployment_runs_through_a_real_prefect_server_and_worker(pipeline_run
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     assert status() == before  # the worker's checkout is unchanged: every stage was up to date
+
+
+def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
+    """The same code, data and params in a folder of their own (a variant whose override changes nothing):
+    DVC restores every stage from its run cache, train included, instead of training again."""
+    from flows.pipeline import prepare_run_dir
+    from satori.config import load_profile
+
+    repo, env, *_ = pipeline_run
+    rate = load_profile(repo / "params.yaml")[1].train.learning_rate
+    folder = prepare_run_dir(repo, "tiny", [f"train.learning_rate={rate}"], "same_again")
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Running stage" not in done.stdout, done.stdout
+    for stage in STAGES:
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in done.stdout, stage
+    for path in ("models/trained/model.safetensors", "reports/train_samples.md", "reports/train_rewards.csv"):
+        assert (folder / path).read_bytes() == (repo / path).read_bytes(), path

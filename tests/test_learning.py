@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from satori.reward_registry import REWARD_CLASSES
 from tests.conftest import accuracy_from_predictions, copy_checkout, pipeline_env
 
 pytestmark = pytest.mark.slow
@@ -56,8 +57,7 @@ def reward_history(folder: Path) -> dict[str, list[float]]:
     with (folder / "reports/train_rewards.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
-    columns = {"reward": "reward", "Format": "external_format", "BoundingBoxAccuracy": "external_bbox_acc",
-               "VQAAccuracy": "extern_vqa_acc", "CaptionAccuracy": "external_caption_acc"}  # fmt: skip
+    columns = {"reward": "reward", **{cls: name for name, cls in REWARD_CLASSES.items()}}
     return {name: [float(r[column]) for r in rows] for name, column in columns.items()}
 
 

@@ -11,11 +11,24 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 
 def test_set_profile_line_switches_only_the_switch():
+    import yaml
+
     before = PARAMS_FILE.read_text()
-    after = pipeline.set_profile_line(before, "paper")
-    assert after.replace("profile: paper\n", "profile: tiny\n", 1) == before
+    active = yaml.safe_load(before)["profile"]
+    other = next(name for name in ("paper", "learn") if name != active)
+    after = pipeline.set_profile_line(before, other)
+    assert yaml.safe_load(after) == {**yaml.safe_load(before), "profile": other}
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert changed == [(f"profile: {active}", f"profile: {other}")]  # one line, the rest byte for byte
     with pytest.raises(ValueError, match="no top-level 'profile:' line"):
         pipeline.set_profile_line("tiny: {}\n", "paper")
+
+
+def dvc_folder(folder, dvc_yaml=None):
+    """folder as a DVC project without git, holding this checkout's dvc.yaml or the one given."""
+    (folder / ".dvc").mkdir()
+    (folder / ".dvc" / "config").write_text("[core]\n    no_scm = true\n")
+    (folder / "dvc.yaml").write_text(dvc_yaml or (REPO_ROOT / "dvc.yaml").read_text())
 
 
 def git_checkout(tmp_path):
@@ -152,9 +165,14 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
     evaluation = {"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "evaluate.json").write_text(json.dumps(evaluation))
+    (tmp_path / "reports" / "train_rewards.csv").write_text("step,reward,external_format\n1,0.5,\n2,1.25,0.75\n")
     monkeypatch.setattr(pipeline, "repro", fake_repro)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
     shutil.copy(PARAMS_FILE, tmp_path / "params.yaml")
+    dvc_folder(tmp_path)
+    import yaml
+
+    listed = list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"])  # already in an order they can run
     artifacts = []
     monkeypatch.setattr(pipeline, "create_markdown_artifact", lambda markdown, key: artifacts.append((key, markdown)))
     result = pipeline.satori_pipeline()
@@ -162,12 +180,16 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
     assert key == "satori-tiny" and "| B | 50.0 | 75.0 | +25.0 |" in markdown
     assert "| fetch_dataset | cached (DVC found it up to date) |" in markdown and "| train | ran |" in markdown
     assert result["mlflow_run_id"] in markdown
-    assert [stage for stage, _ in calls] == list(pipeline.STAGES)
+    assert [stage for stage, _ in calls] == listed
     assert {parent for _, parent in calls} == {result["mlflow_run_id"]}
-    assert result["ran"] == {stage: stage != "fetch_dataset" for stage in pipeline.STAGES}
+    assert result["ran"] == {stage: stage != "fetch_dataset" for stage in listed}
     client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.data.metrics["B.delta"] == 0.25 and parent.data.metrics["ran.fetch_dataset"] == 0.0
+    # The reward curves on the parent, step by step (an empty cell is no point).
+    history = client.get_metric_history(result["mlflow_run_id"], "train/reward")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 1.25)]
+    assert [(m.step, m.value) for m in client.get_metric_history(result["mlflow_run_id"], "train/external_format")] == [(2, 0.75)]
 
 
 def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
@@ -247,6 +269,7 @@ def test_two_pipeline_runs_compare_on_their_parents(isolated_env, monkeypatch, t
 
     monkeypatch.setattr(pipeline, "repro", fake_repro)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    dvc_folder(tmp_path)
     monkeypatch.setattr(pipeline, "outputs_hash", lambda folder, stage: f"hash-{stage}")
     raw = yaml.safe_load(PARAMS_FILE.read_text())
     for lr in (2.0e-4, 1.0e-4):
@@ -301,3 +324,26 @@ def test_the_notification_names_profile_and_metrics_or_the_failure():
     assert sent[1] == (
         "SATORI pipeline run brave-fox (profile paper): Failed: dvc repro train failed with exit code 1: CUDA out of memory"
     )
+
+
+def test_the_flow_orders_stages_by_dvc_s_graph_and_retries_the_network_ones(tmp_path):
+    """A dvc.yaml listing a stage before the stage whose output it reads: the flow still runs producers first."""
+    from dvc.exceptions import CyclicGraphError
+
+    dvc_folder(
+        tmp_path,
+        "stages:\n"
+        "  report:\n    cmd: cat b > c\n    deps: [b]\n    outs: [c]\n"
+        "  transform:\n    cmd: cat a > b\n    deps: [a]\n    outs: [b]\n"
+        "  fetch:\n    meta:\n      network: true\n    cmd: echo x > a\n    outs: [a]\n"
+        "  lonely:\n    cmd: echo y > d\n    outs: [d]\n",
+    )
+    assert pipeline.pipeline_stages(tmp_path) == [
+        ("fetch", True), ("transform", False), ("report", False), ("lonely", False)
+    ]  # fmt: skip
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  one:\n    cmd: cat b > a\n    deps: [b]\n    outs: [a]\n"
+        "  two:\n    cmd: cat a > b\n    deps: [a]\n    outs: [b]\n"
+    )
+    with pytest.raises(CyclicGraphError):  # DVC itself refuses a cycle
+        pipeline.pipeline_stages(tmp_path)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import STAGES
+from flows.pipeline import pipeline_stages
 from satori.config import REPO_ROOT
 from satori.lineage import code_closure, command_paths, imported_modules
+from satori.reward_registry import REWARD_NAMES
+from satori.stage import WHOLE_PROFILE
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 
@@ -50,7 +52,29 @@ def test_no_stage_imports_another_and_the_library_imports_no_stage():
 def test_every_stage_module_is_a_dvc_stage_and_the_flow_runs_them_in_order():
     modules = {p.stem for p in (REPO_ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     assert modules == set(DVC_YAML["stages"])
-    assert list(STAGES) == list(DVC_YAML["stages"])
+    stages = pipeline_stages(REPO_ROOT)
+    assert [name for name, _ in stages] == list(DVC_YAML["stages"])  # dvc.yaml lists them in an order they can run
+    # The stages that reach the Hub (or a mirror of it) are the ones the flow retries.
+    assert {name for name, network in stages if network} == {"fetch_dataset", "fetch_base_model", "fetch_benchmarks",
+                                                             "publish"}  # fmt: skip
+
+
+def declared_reads(stage: str) -> tuple[str, ...]:
+    import importlib
+
+    return importlib.import_module(f"stages.{stage}").READS
+
+
+@pytest.mark.parametrize("stage", list(DVC_YAML["stages"]))
+def test_params_are_exactly_what_the_stage_declares_it_reads(stage):
+    reads = declared_reads(stage)
+    expected = ["profile", *("${profile}" if r == WHOLE_PROFILE else f"${{profile}}.{r}" for r in reads)]
+    assert DVC_YAML["stages"][stage]["params"] == expected
+
+
+def test_the_reward_plot_draws_every_registered_reward():
+    (plot,) = [p for p in DVC_YAML["plots"] if isinstance(p, dict) and "reports/train_rewards.csv" in p]
+    assert plot["reports/train_rewards.csv"]["y"] == ["reward", *REWARD_NAMES]
 
 
 def test_stages_name_no_path_of_their_own():

@@ -128,6 +128,13 @@ def tiny_train(**changes):
         ({"learning_rate": "2e-4"}, "tiny.train.learning_rate: Input should be a valid number"),
         ({"extra_args": {"output_dir": "/elsewhere"}}, "extra_args must not set ['output_dir']"),
         ({"max_shard_size": "lots"}, "tiny.train.max_shard_size: String should match pattern"),
+        ({"learning_rate": float("inf")}, "tiny.train.learning_rate: Input should be a finite number"),
+        ({"temperature": float("nan")}, "tiny.train.temperature: Input should be a finite number"),
+        ({"extra_args": {"top_p": float("inf")}}, "tiny.train.extra_args.top_p"),
+        ({"reward_funcs": ["external_format", "extern_vqa_acc", "external_format"]},
+         "tiny.train: reward_funcs names ['external_format'] more than once"),
+        ({"reward_funcs": ["external_fromat"]}, "tiny.train.reward_funcs.0: Input should be 'external_format', "
+         "'external_bbox_acc', 'extern_vqa_acc' or 'external_caption_acc'"),
     ],
 )  # fmt: skip
 def test_cross_field_rules_fail_at_load_naming_the_keys(tmp_path, changes, sentence):
@@ -141,4 +148,32 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("profile: tiny\ntiny:\n  train: [unclosed\n")
     with pytest.raises(ParamsError, match=rf"{path}: YAML syntax error at line \d+, column \d+"):
+        load_profile(path)
+
+
+def test_evaluate_pixel_limits_must_be_ordered_and_val_fraction_above_zero(tmp_path):
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["evaluate"].update(min_pixels=60000, max_pixels=50000))
+    with pytest.raises(ParamsError, match=r"tiny\.evaluate: min_pixels \(60000\) must not exceed max_pixels \(50000\)"):
+        load_profile(path)
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["preprocess"].update(val_fraction=0.0))
+    with pytest.raises(ParamsError, match="tiny: preprocess.val_fraction: 0 leaves no validation split"):
+        load_profile(path)
+
+
+def test_a_key_written_twice_is_an_error_with_both_lines_and_a_merge_may_override(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = PARAMS_FILE.read_text()
+    assert "    learning_rate: 2.0e-4\n" in text
+    path.write_text(text.replace("    learning_rate: 2.0e-4\n", "    learning_rate: 2.0e-4\n    learning_rate: 5.0\n", 1))
+    first = text[: text.index("    learning_rate: 2.0e-4\n")].count("\n") + 1
+    with pytest.raises(ParamsError, match=f"key 'learning_rate' is written twice in one block, at lines {first} and "
+                                          f"{first + 1}"):  # fmt: skip
+        load_profile(path)
+    assert load_profile(PARAMS_FILE, "learn")[1].train.max_steps == 40  # `<<: *tiny_train`, then max_steps: 40
+
+
+def test_an_unknown_top_level_key_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_FILE.read_text().replace("profile: tiny", "profle: paper\nprofile: tiny", 1))
+    with pytest.raises(ParamsError, match=r"unknown top-level key\(s\) \['profle'\]"):
         load_profile(path)

@@ -31,7 +31,7 @@ def test_predicted_boxes_are_mapped_back_from_the_resized_image():
     tile = draw(Sample(image, completion, [], 3136, 200704))
     scale = TILE / 896
     top = (TILE - round(448 * scale)) / 2
-    from satori.rewards import seen_size
+    from satori.resize import seen_size
 
     seen_w, _ = seen_size(896, 448, 3136, 200704)
     right_edge_in_original = 112 * 896 / seen_w

@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from satori.config import REPO_ROOT, FieldMap, PreprocessParams, TrainParams, VisionParams, load_profile
+from satori.config import REPO_ROOT, FieldMap, PreprocessParams, VisionParams, load_profile
 from satori.preprocessing import PreprocessError, is_validation, preprocess
 
 VISION = VisionParams(min_pixels=3136, max_pixels=50176)
 SYSTEM = (REPO_ROOT / "prompt.txt").read_text()
 
 
-def train_params(**overrides) -> TrainParams:
+def token_budget(**overrides) -> int:
+    """The prompt-token budget of the tiny profile's train params, with overrides."""
     _, profile = load_profile(REPO_ROOT / "params.yaml", name="tiny")
-    return profile.train.model_copy(update=overrides)
+    train = profile.train.model_copy(update=overrides)
+    return train.max_length - train.max_completion_length
 
 
 def good_row(i: int, **overrides) -> dict:
@@ -38,6 +40,7 @@ def make_dataset(root: Path, rows: list) -> Path:
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (100, 80), "white").save(root / "images/a.png")
     Image.new("RGB", (1000, 4), "white").save(root / "images/thin.png")
+    Image.new("RGB", (28, 5000), "white").save(root / "images/tall.png")  # aspect 178: resized to 0 pixels wide
     Image.new("RGB", (10, 10), "white").save(root.parent / "outside.png")
     (root / "images/broken.png").write_bytes(b"not a png")
     whole = png_bytes(noise=True)
@@ -66,7 +69,7 @@ def run(tmp_path, rows, **train_overrides):
     make_dataset(tmp_path / "raw", rows)
     params = PreprocessParams(val_fraction=0.0, seed=0)
     out = Path("processed")  # relative, as dvc.yaml gives it; the working directory is tmp_path
-    report = preprocess(params, VISION, train_params(**train_overrides), Path("raw"), tiny_model(), out, SYSTEM)
+    report = preprocess(params, VISION, token_budget(**train_overrides), Path("raw"), tiny_model(), out, SYSTEM)
     read = lambda name: [json.loads(x) for x in (out / name).read_text().splitlines()]  # noqa: E731
     return report, read("train.jsonl"), read("rejected.jsonl")
 
@@ -128,7 +131,7 @@ BAD_ROWS = [
     (good_row(17, question="  "), "empty_question"),
     (good_row(18, question=42), "empty_question"),
     (good_row(19, answer=[]), "no_answer"),
-    (good_row(20, answer=["", "  ", 3]), "no_answer"),
+    (good_row(20, answer=["", "  ", True]), "no_answer"),  # True is no answer (3 is: see its own test)
     (good_row(21, caption=""), "empty_caption"),
     (good_row(0), "duplicate"),
     ({k: v for k, v in good_row(22).items() if k != "bbox"}, "missing_field"),
@@ -143,6 +146,14 @@ BAD_ROWS = [
     (good_row(27, bbox=[[10, 10, 40, 40]] * 101), "too_many_boxes"),
     (good_row(28, bbox=[[10, 10, 40, 40]] * 1_000_000), "row_too_large"),  # a 16 MB row
     (json.dumps(good_row(29, caption="A red square.")).replace("square", "squ\\u00e9re").encode().replace(b"\\u00e9", b"\xff"), "invalid_utf8"),
+    # Kept before, then fatal in training ("Image features and image tokens do not match", "height and width
+    # must be > 0") or a malformed prompt: the model tokenizer's special tokens and ms-swift's media tags.
+    (good_row(30, question="What is <|image_pad|> here?"), "special_token"),
+    (good_row(31, caption="A red <|vision_start|><|vision_end|> square."), "special_token"),
+    (good_row(32, answer=["red<|im_end|>"]), "special_token"),
+    (good_row(33, question="<video>What color is it?"), "media_tag"),
+    (good_row(34, question="Compare <image> with the square."), "media_tag"),
+    (good_row(35, image="images/tall.png", width=28, height=5000, bbox=[[0, 0, 28, 100]]), "image_aspect_ratio"),
 ]
 
 
@@ -153,7 +164,7 @@ def test_bad_rows_are_set_aside_with_their_reason_and_nothing_is_lost(tmp_path):
     good = [good_row(0), good_row(50, width=None, height=None), good_row(51, answer="red")]
     rows = good[:1] + [row for row, _ in BAD_ROWS] + good[1:]
     report, train, rejected = run(tmp_path, rows)
-    assert report["rows_in"] == len(rows) == 29 + 7
+    assert report["rows_in"] == len(rows) == len(BAD_ROWS) + 3
     assert report["kept"] + report["rejected"] == report["rows_in"]
     assert [r["reason"] for r in rejected] == [reason for _, reason in BAD_ROWS]
     assert {reason for _, reason in BAD_ROWS} == set(REASONS) - {"row_error"}  # row_error: its own test
@@ -192,7 +203,7 @@ def test_parquet_with_embedded_image_bytes_and_json_tables(tmp_path, tiny_model_
     (raw / "SOURCE.json").write_text(json.dumps({"repo_id": "x"}))  # provenance, not a table
     out = Path("processed")
     report = preprocess(
-        PreprocessParams(val_fraction=0.0, seed=0), VISION, train_params(), Path("raw"), tiny_model_dir, out, SYSTEM
+        PreprocessParams(val_fraction=0.0, seed=0), VISION, token_budget(), Path("raw"), tiny_model_dir, out, SYSTEM
     )
     assert (report["rows_in"], report["kept"], report["rejected_by_reason"]) == (3, 2, {"image_undecodable": 1})
     rejected = json.loads((out / "rejected.jsonl").read_text())
@@ -252,5 +263,5 @@ def test_custom_field_names(tmp_path):
     row["img"] = row.pop("image")
     raw = make_dataset(tmp_path / "raw", [row])
     params = PreprocessParams(val_fraction=0.0, seed=0, fields=FieldMap(image="img"))
-    report = preprocess(params, VISION, train_params(), raw, tiny_model(), tmp_path / "out", SYSTEM)
+    report = preprocess(params, VISION, token_budget(), raw, tiny_model(), tmp_path / "out", SYSTEM)
     assert report["kept"] == 1

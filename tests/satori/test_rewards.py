@@ -284,19 +284,3 @@ def test_malformed_columns_score_zero_without_raising(column, value):
     }[column]
     assert scores[affected] == 0.0
     assert scores["external_format"] == 1.0
-
-
-def test_summarize_completions_flags_whole_image_boxes():
-    completions = [
-        GOOD,  # one small box in a 224x224 image
-        GOOD.replace("[[10,10,50,50]]", "[[0,0,224,224],[1,1,2,2]]"),  # one whole-image box
-        "no format at all <answer>  four  </answer>",
-    ]
-    summary = rewards.summarize_completions(completions, [(224, 224), (224, 224), None])
-    assert summary == {
-        "format_rate": pytest.approx(2 / 3),
-        "mean_boxes": pytest.approx(1.0),
-        "whole_image_box_rate": pytest.approx(1 / 3),
-        "mean_answer_chars": pytest.approx((3 + 3 + 4) / 3),
-    }
-    assert rewards.summarize_completions([])["format_rate"] == 0.0

@@ -11,11 +11,25 @@ from PIL import Image
 from satori import synthetic
 
 
-def test_dataset_is_deterministic(tmp_path):
+def test_dataset_rows_describe_their_images_and_are_deterministic(tmp_path):
     a = synthetic.write_vqa_dataset(tmp_path / "a", rows=12, seed=3)
+    rows = [json.loads(line) for line in a.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"synthetic-{i:06d}" for i in range(12)]
+    for row in rows:
+        pixels = np.asarray(Image.open(tmp_path / "a" / row["image"]).convert("RGB"))
+        assert pixels.shape[:2] == (row["height"], row["width"])
+        assert row["answer"] and all(isinstance(a, str) and a for a in row["answer"])
+        for x1, y1, x2, y2 in row["bbox"]:  # every box lies in the image and holds a shape's colour at its middle
+            assert 0 <= x1 < x2 <= row["width"] and 0 <= y1 < y2 <= row["height"]
+            middle = tuple(pixels[(y1 + y2) // 2 + (y2 - y1) // 4, (x1 + x2) // 2])
+            assert middle in synthetic.COLORS.values()
+        if row["question"].startswith("How many"):  # the count is the number of shapes' colours found in the picture
+            assert int(row["answer"][0]) == len(row["bbox"])
+    # The same seed writes the same bytes; another seed, other rows.
     b = synthetic.write_vqa_dataset(tmp_path / "b", rows=12, seed=3)
     assert a.read_text() == b.read_text()
     assert (tmp_path / "a/images/000007.png").read_bytes() == (tmp_path / "b/images/000007.png").read_bytes()
+    assert synthetic.write_vqa_dataset(tmp_path / "c", rows=12, seed=4).read_text() != a.read_text()
 
 
 def test_boxes_are_exact_and_colours_are_where_the_boxes_say():

@@ -76,3 +76,24 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_one_mlflow_history(t
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # no gap, no duplicate
     assert json.loads((repo / "reports/train.json").read_text())["steps"] == 4
     assert (repo / "models/trained/model.safetensors").is_file()
+
+    # A run whose training finished but whose export failed: the retry exports the finished checkpoint and
+    # trains no step more (resuming it would make ms-swift train step 5 of 4).
+    blocker = repo / "models/.trained.partial"  # a file where the export's temporary folder must go
+    blocker.parent.mkdir(exist_ok=True)
+    blocker.write_text("not a folder")
+    failed = subprocess.run([*dvc, "--force", "train"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert failed.returncode != 0 and "FileExistsError" in failed.stdout + failed.stderr
+    (output_dir,) = repo.glob(".work/train/*/swift_output")
+    trained_steps = [json.loads(line) for line in (output_dir / "logging.jsonl").read_text().splitlines()]
+    assert max(int(r["global_step/max_steps"].split("/")[0]) for r in trained_steps if "reward" in r) == 4
+    blocker.unlink()
+    retried = subprocess.run([*dvc, "train"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert retried.returncode == 0, retried.stdout[-4000:] + retried.stderr[-3000:]
+    assert "finished training at checkpoint-4; exporting it, not training again" in retried.stdout
+    after = [json.loads(line) for line in (output_dir / "logging.jsonl").read_text().splitlines()]
+    assert after == trained_steps  # ms-swift did not run again
+    # The export is the uninterrupted training's last checkpoint, byte for byte.
+    exported = (repo / "models/trained/model.safetensors").read_bytes()
+    assert exported == (output_dir / "checkpoint-4/model.safetensors").read_bytes()
+    assert json.loads((repo / "models/trained/SOURCE.json").read_text())["checkpoint"] == "checkpoint-4"

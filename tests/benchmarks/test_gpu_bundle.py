@@ -1,0 +1,57 @@
+"""The GPU bundle and the GPU machine rehearsed on CPU: the check runs where Python sees only that machine's
+packages plus the bundle, so a package missing from the bundle fails here, not in a GPU session."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+
+import pytest
+
+from benchmarks import gpu_bundle, gpu_rehearsal
+
+
+def test_the_bundle_pins_what_the_project_runs_and_nothing_the_gpu_machine_has():
+    gpu_machine = gpu_rehearsal.gpu_machine_names()
+    for requirement in gpu_bundle.pinned():
+        name, version = requirement.split("==")
+        assert gpu_rehearsal.normalized(name) not in gpu_machine, f"{name} is on the GPU machine already"
+        assert importlib.metadata.version(name) == version, f"{name}: the bundle's pin is not what the tests run"
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_on_the_gpu_machine_s_packages_plus_the_bundle(tmp_path):
+    # What travels: the CPython 3.12 bundle with the tracked tree, under the limit.
+    wheels = gpu_bundle.download(tmp_path / "whl312", "3.12")
+    assert {w.name.split("-")[0].lower().replace("_", "-") for w in wheels} == {
+        r.split("==")[0].lower().replace("_", "-") for r in gpu_bundle.pinned()
+    }
+    assert sum(w.stat().st_size for w in wheels) + gpu_bundle.tracked_bytes() < gpu_bundle.LIMIT_MIB * 2**20
+
+    python, env = gpu_rehearsal.build(tmp_path / "rehearsal")
+    # The environment holds neither the pipeline's services nor VLMEvalKit: the check must not need them.
+    for module in ("mlflow", "prefect", "dvc", "vlmeval", "pydantic_settings"):
+        probe = subprocess.run([str(python), "-c", f"import {module}"], env=env, capture_output=True, text=True)
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+    env["OUT"] = str(tmp_path / "out")
+    check = [str(python), "-m", "benchmarks.gpu_check", "--cpu", "--cycles", "2", "--questions", "8",
+             "--folder", str(tmp_path / "check")]  # fmt: skip
+    done = subprocess.run(check, cwd=gpu_bundle.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    seed, fast = results["settings"]["seed"], results["settings"]["fast"]
+    # seed: one generation per step, 4 completions (1 prompt x 4); fast: one per 4 steps, 16 completions.
+    assert (seed["decode"]["rows"], fast["decode"]["rows"]) == (4, 16)
+    assert (seed["train"]["steps"], fast["train"]["steps"]) == (2, 8)
+    assert (seed["train"]["generation_steps"], fast["train"]["generation_steps"]) == (2, 2)
+    for row in (seed, fast):
+        assert "model.safetensors" in row["train"]["exported"]  # exported whole, as the train stage exports
+        assert row["train"]["completion_tokens_per_s_per_gpu"] > 0 and row["decode"]["decode_ms_per_token"] > 0
+    logged = [json.loads(line) for line in (tmp_path / "check/train_fast/swift_output/logging.jsonl").open()]
+    rewarded = [int(r["global_step/max_steps"].split("/")[0]) for r in logged if "rewards/Format/mean" in r]
+    assert rewarded == [1, 5]  # the project's reward plugin scored each generation call, once per 4 steps
+    assert set(results["evaluation"]["samples_per_s"]) == {"1", "16"}
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| seed | 4 |" in table and "| fast | 16 |" in table

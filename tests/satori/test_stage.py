@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from satori.stage import Stage
+
+
+def test_a_stage_reads_and_logs_exactly_what_it_declares(use_profile):
+    use_profile("tiny")
+    stage = Stage("stages/preprocess.py", "doc", ["--raw", "r", "--out", "o"], ("preprocess", "train.max_length"),
+                  raw="", out="")  # fmt: skip
+    assert stage.name == "preprocess" and str(stage.args.raw) == "r"
+    assert stage.read("train.max_length") == stage._profile.train.max_length
+    assert stage.read("preprocess.val_fraction") == stage._profile.preprocess.val_fraction  # inside a declared section
+    with pytest.raises(KeyError, match="reads 'train.learning_rate' without declaring it"):
+        stage.read("train.learning_rate")
+    with pytest.raises(KeyError, match="reads 'vision' without declaring it"):
+        stage.read("vision")
+    logged = stage.logged_params()
+    assert logged == {
+        "preprocess": stage._profile.preprocess.model_dump(),
+        "train": {"max_length": stage._profile.train.max_length},
+    }
+
+
+def test_reading_the_whole_profile_logs_all_of_it_and_a_wrong_declaration_fails_at_once(use_profile):
+    use_profile("tiny")
+    stage = Stage("stages/publish.py", "doc", [], ("*",))
+    assert stage.profile.publish.push is False
+    assert stage.logged_params() == stage._profile.model_dump()
+    with pytest.raises(AttributeError, match="no_such_section"):
+        Stage("stages/x.py", "doc", [], ("no_such_section",))
