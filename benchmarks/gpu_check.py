@@ -54,15 +54,11 @@ def build_model(folder: Path, cpu: bool) -> Path:
         return model
     start = time.monotonic()
     if cpu:
-        from satori.tiny_model import build_tiny_model
+        from satori.tiny_model import build_embedded_base_model
 
         tiny = validate_profile("tiny", read_params(REPO_ROOT / "params.yaml")["tiny"])
-        params, prompt = tiny.base_model.tiny, system_prompt(PROMPT)
-        build_tiny_model(
-            model, seed=params.seed, hidden_size=params.hidden_size, num_layers=params.num_layers,
-            bpe_vocab_size=params.bpe_vocab_size, min_pixels=tiny.vision.min_pixels, max_pixels=tiny.vision.max_pixels,
-            corpus=synthetic.tokenizer_corpus(prompt), system_prompt=prompt,
-        )  # fmt: skip  (untrained: the check measures speed, not answers)
+        # Not warmed up: the check measures speed, not answers.
+        build_embedded_base_model(model, tiny.base_model.tiny, tiny.vision, system_prompt(PROMPT), warm_up=False)
     else:
         from benchmarks.eval_throughput import build_random_3b
 

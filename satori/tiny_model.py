@@ -301,3 +301,33 @@ def _chat_prompt(processor, system: str, user_text: str) -> str:
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_text}]},
     ]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def build_embedded_base_model(
+    out_dir: Path, params, vision, system_prompt: str, *, warm_up: bool = True, progress: Callable[[str], None] | None = None
+) -> list[float]:
+    """The embedded default's base model from its params (base_model.tiny, vision): tokenizer trained on the
+    synthetic corpus, then, with warm_up, taught the SATORI format on synthetic examples. Returns the losses."""
+    from satori import synthetic
+
+    examples = None
+    if warm_up:
+        examples = synthetic.warmup_examples(
+            params.warmup_examples, params.seed, vision.seen_size, params.warmup_cue_share, params.warmup_cue_answered
+        )
+    return build_tiny_model(
+        out_dir,
+        seed=params.seed,
+        hidden_size=params.hidden_size,
+        num_layers=params.num_layers,
+        bpe_vocab_size=params.bpe_vocab_size,
+        min_pixels=vision.min_pixels,
+        max_pixels=vision.max_pixels,
+        corpus=synthetic.tokenizer_corpus(system_prompt),
+        system_prompt=system_prompt,
+        warmup_examples=examples,
+        warmup_steps=params.warmup_steps if warm_up else 0,
+        warmup_batch_size=params.warmup_batch_size,
+        warmup_lr=params.warmup_lr,
+        progress=progress,
+    )

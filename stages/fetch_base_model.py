@@ -6,12 +6,12 @@ python -m stages.fetch_base_model --prompt prompt.txt --out models/base
 from __future__ import annotations
 
 
-from satori import synthetic, tracking
+from satori import tracking
 from satori.config import system_prompt
 from satori.files import atomic_dir, write_source
 from satori.hub import hub_snapshot
 from satori.stage import Stage, run_main
-from satori.tiny_model import build_tiny_model
+from satori.tiny_model import build_embedded_base_model
 from satori.transient import report_transient
 
 
@@ -33,30 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         key = f"{params.repo_id}@{params.revision}"
         with atomic_dir(args.out, resume=params.source == "hub", resume_key=key) as out:
             if params.source == "tiny":
-                tiny, prompt = params.tiny, system_prompt(args.prompt)
+                tiny = params.tiny
                 tracking.say(f"building the tiny Qwen2.5-VL (seed {tiny.seed}, {tiny.warmup_steps} warm-up steps)")
-                losses = build_tiny_model(
-                    out,
-                    seed=tiny.seed,
-                    hidden_size=tiny.hidden_size,
-                    num_layers=tiny.num_layers,
-                    bpe_vocab_size=tiny.bpe_vocab_size,
-                    min_pixels=vision.min_pixels,
-                    max_pixels=vision.max_pixels,
-                    corpus=synthetic.tokenizer_corpus(prompt),
-                    system_prompt=prompt,
-                    warmup_examples=synthetic.warmup_examples(
-                        tiny.warmup_examples,
-                        tiny.seed,
-                        vision.seen_size,
-                        tiny.warmup_cue_share,
-                        tiny.warmup_cue_answered,
-                    ),
-                    warmup_steps=tiny.warmup_steps,
-                    warmup_batch_size=tiny.warmup_batch_size,
-                    warmup_lr=tiny.warmup_lr,
-                    progress=tracking.say,
-                )
+                losses = build_embedded_base_model(out, tiny, vision, system_prompt(args.prompt), progress=tracking.say)
                 tracking.log_metrics({"tiny_model.warmup_final_loss": losses[-1]} if losses else {})
                 write_source(out, repo_id="tiny-qwen2.5-vl", revision=f"seed-{tiny.seed}", commit=None)
             else:
