@@ -17,6 +17,7 @@ import string
 from pathlib import Path
 
 from satori.config import InputError
+from satori.files import file_md5
 from satori.hub import DownloadError, hub_offline
 
 REQUIRED_COLUMNS = ("index", "question", "answer", "image")
@@ -100,12 +101,9 @@ def validate_benchmark_tsv(path: Path) -> int:
     return len(table)
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def mirrored_tsv(mirror: str, name: str) -> Path:
+    """Where benchmarks.mirror holds the official TSV of a benchmark (VLMEvalKit's LMUData layout)."""
+    return Path(mirror).expanduser() / f"{name}.tsv"
 
 
 def fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
@@ -119,7 +117,7 @@ def fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
     url, md5 = official_tsv(name)
     get_it = f"download {url} (md5 {md5}) on a machine with access, into the folder set as benchmarks.mirror"
     if mirror:
-        source = Path(mirror).expanduser() / f"{name}.tsv"
+        source = mirrored_tsv(mirror, name)
         if not source.is_file():
             raise DownloadError(f"benchmarks.mirror has no {source.name} (looked for {source}): {get_it}")
         actual = file_md5(source)
@@ -133,5 +131,3 @@ def fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
     if hub_offline():
         raise DownloadError(f"{name}.tsv is not here and HF_HUB_OFFLINE=1 forbids downloading it: {get_it}")
     build_vlmeval_dataset(name, data_root=out)
-
-

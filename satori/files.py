@@ -7,6 +7,7 @@ no run ids. Provenance that names a run goes to MLflow instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -68,3 +69,27 @@ def file_manifest(folder: Path) -> dict[str, int]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != SOURCE_FILE and ".cache" not in p.relative_to(folder).parts
     }
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digests(paths: dict[str, Path], state_file: Path) -> dict[str, str]:
+    """Name -> md5 of each file. A file is read again only when its size or modification time changed
+    since a call with this state file saw it, as DVC's own state does (a 3B model's mirror is 7 GB)."""
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}
+    digests: dict[str, str] = {}
+    for name, path in paths.items():
+        info, where = path.stat(), str(path.resolve())
+        known = state.get(where)
+        if known and known[:2] != [info.st_size, info.st_mtime_ns]:
+            known = None
+        state[where] = known or [info.st_size, info.st_mtime_ns, file_md5(path)]
+        digests[name] = state[where][2]
+    write_json(state_file, state)
+    return digests

@@ -73,6 +73,15 @@ def mirror_path(local_mirror: str, param: str) -> Path:
     return Path(expanded)
 
 
+def mirrored_files(mirror: Path) -> dict[str, Path]:
+    """Relative path -> path of every file a fetch copies from the mirror (all but huggingface_hub's .cache)."""
+    return {
+        p.relative_to(mirror).as_posix(): p
+        for p in sorted(mirror.rglob("*"))
+        if p.is_file() and ".cache" not in p.relative_to(mirror).parts
+    }
+
+
 def _copy_mirror(mirror: Path, dest: Path, revision: str, fetch: str) -> None:
     if not mirror.is_dir():
         raise DownloadError(f"local_mirror {mirror} is not a folder. {fetch}")

@@ -1,6 +1,6 @@
 """Stage: fetch the base model into --out (the tiny Qwen2.5-VL built from a seed, or a Hub snapshot).
 
-python -m stages.fetch_base_model --prompt prompt.txt --out models/base
+python -m stages.fetch_base_model --mirror-manifest data/mirrors/base_model.json --prompt prompt.txt --out models/base
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         argv,
         READS,
+        mirror_manifest="what its mirror folder holds (stages.watch_mirrors); not read: a DVC dep, so an edit re-runs the stage",
         prompt="the system prompt the tiny model is warmed up with",
         out="",
     )

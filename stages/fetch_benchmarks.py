@@ -1,6 +1,6 @@
 """Stage: the benchmark TSVs into --out (synthetic MMBench/MMStar-shaped ones, or the official files), each checked.
 
-python -m stages.fetch_benchmarks --out data/benchmarks --metrics reports/fetch_benchmarks.json
+python -m stages.fetch_benchmarks --mirror-manifest data/mirrors/benchmarks.json --out data/benchmarks --metrics reports/fetch_benchmarks.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         argv,
         READS,
+        mirror_manifest="what its mirror folder holds (stages.watch_mirrors); not read: a DVC dep, so an edit re-runs the stage",
         out="",
         metrics="",
     )

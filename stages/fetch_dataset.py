@@ -1,6 +1,6 @@
 """Stage: fetch the training dataset into --out (synthetic rows in the tiny profile, VQA-Verify from the Hub otherwise).
 
-python -m stages.fetch_dataset --out data/raw --metrics reports/fetch_dataset.json
+python -m stages.fetch_dataset --mirror-manifest data/mirrors/dataset.json --out data/raw --metrics reports/fetch_dataset.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         argv,
         READS,
+        mirror_manifest="what its mirror folder holds (stages.watch_mirrors); not read: a DVC dep, so an edit re-runs the stage",
         out="",
         metrics="",
     )

@@ -125,7 +125,8 @@ def test_the_trained_model_beats_the_base_on_both_benchmarks_and_the_control_doe
 def test_the_control_reused_the_learning_runs_data_base_model_and_base_scores(runs):
     _, _, results, _ = runs
     ran = results["learn_control"]["ran"]
-    assert ran == {"fetch_dataset": False, "fetch_base_model": False, "fetch_benchmarks": False,
+    assert ran == {"watch_mirrors": True, "fetch_dataset": False, "fetch_base_model": False,
+                   "fetch_benchmarks": False,
                    "preprocess": False, "train": True, "evaluate_base": False, "evaluate": True,
                    "publish": True}  # fmt: skip
     assert all(results["learn"]["ran"].values())

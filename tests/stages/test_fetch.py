@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from satori import files, hub
-from satori.benchmark_files import fetch_official_tsv, file_md5
+from satori.benchmark_files import fetch_official_tsv
+from satori.files import file_md5
 from satori.config import REPO_ROOT, DownloadParams, HubDatasetParams
 from stages import fetch_base_model, fetch_benchmarks, fetch_dataset
 
@@ -51,7 +52,7 @@ def make_mirror(tmp_path, commit=COMMIT, rows=8):
 def run_fetch_dataset(use_profile, params: DownloadParams) -> dict:
     """The fetch_dataset stage, as DVC runs it, in a folder whose params.yaml holds these download params."""
     folder = use_profile("paper", download=params.model_dump())
-    fetch_dataset.main(["--out", "raw", "--metrics", "reports/fetch_dataset.json"])
+    fetch_dataset.main(["--mirror-manifest", "m.json", "--out", "raw", "--metrics", "reports/fetch_dataset.json"])
     return json.loads((folder / "reports/fetch_dataset.json").read_text())
 
 
@@ -214,7 +215,7 @@ def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, use_profile):
     from satori.vlmeval_compat import build_vlmeval_dataset
 
     use_profile("tiny")
-    fetch_benchmarks.main(["--out", "bench", "--metrics", "bench.json"])
+    fetch_benchmarks.main(["--mirror-manifest", "m.json", "--out", "bench", "--metrics", "bench.json"])
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert rows == {"SatoriTiny_MMBench": 48, "SatoriTiny_MMStar": 24}
     dataset = build_vlmeval_dataset("SatoriTiny_MMBench", tmp_path / "bench")
@@ -260,7 +261,7 @@ def test_paper_base_model_from_a_local_mirror_and_how_to_fetch_it(tmp_path, monk
     pinned = paper.base_model.model_copy(update={"revision": COMMIT})
     use_profile("paper", base_model=pinned.model_dump())
     with pytest.raises(hub.DownloadError) as err:  # neither a mirror nor the cache has it
-        fetch_base_model.main(["--prompt", "prompt.txt", "--out", "base"])
+        fetch_base_model.main(["--mirror-manifest", "m.json", "--prompt", "prompt.txt", "--out", "base"])
     assert "set base_model.local_mirror: DIR in params.yaml" in str(err.value)
 
     mirror = tmp_path / "mirror"
@@ -268,7 +269,7 @@ def test_paper_base_model_from_a_local_mirror_and_how_to_fetch_it(tmp_path, monk
     (mirror / ".cache/huggingface").mkdir(parents=True)
     (mirror / ".cache/huggingface/x.metadata").write_text("a timestamp")
     use_profile("paper", base_model=pinned.model_copy(update={"local_mirror": str(mirror)}).model_dump())
-    fetch_base_model.main(["--prompt", "prompt.txt", "--out", "base"])
+    fetch_base_model.main(["--mirror-manifest", "m.json", "--prompt", "prompt.txt", "--out", "base"])
     assert not (tmp_path / "base/.cache").exists()  # huggingface_hub's timestamped metadata is not an output
     source = json.loads((tmp_path / "base/SOURCE.json").read_text())
     assert (source["repo_id"], source["commit"]) == ("Qwen/Qwen2.5-VL-3B-Instruct", COMMIT)
