@@ -26,14 +26,14 @@ rehearse: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal_lora
 
-# The embedded default trained long enough to learn (.runs/learn), and its control, the same run with the
-# rewards inverted, for 20 steps (they collapse within a few) (.runs/learn_control; only train and what
-# follows run again); then first against last quarter of the steps, per reward, and base against trained.
+# The default run (`make run`; DVC reuses it if it is up to date) and its control, the same run with the rewards
+# inverted, for 40 steps (.runs/control; only train and what follows run again); then first against last quarter
+# of the steps, per reward, and base against trained, for both.
 learn: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --profile learn
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --profile learn --name learn_control \
-		--set train.reward_control=invert --set train.max_steps=20 --set train.eval_steps=20 --set train.save_steps=20
-	$(PY) -m satori.learning .runs/learn .runs/learn_control
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --name control --set train.reward_control=invert \
+		--set train.max_steps=40 --set train.eval_steps=40 --set train.save_steps=40
+	$(PY) -m satori.learning . .runs/control
 
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest

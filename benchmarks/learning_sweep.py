@@ -1,12 +1,12 @@
-"""The sweep that chose the learning profile's settings: the learn profile's train stage under a few
-settings, side by side.
+"""The sweep that chose the default profile's training settings: its train stage under a few settings,
+side by side.
 
-Each setting is a variant of the learn profile in its own copy of the checkout (.runs/sweep-<name>, made
+Each setting is a variant of the tiny profile in its own copy of the checkout (.runs/sweep-<name>, made
 as `python -m flows.pipeline --set` makes one); fetch and preprocess come from DVC's run cache. The table
 shows, per reward, the mean of the first and of the last quarter of the steps, with the standard
 deviation across those steps.
 
-    .venv/bin/python -m benchmarks.learning_sweep --steps 40
+    .venv/bin/python -m benchmarks.learning_sweep --steps 160
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SETTINGS = {
 
 def run(name: str, overrides: list[str], steps: int) -> Path:
     steps_set = [f"train.max_steps={steps}", f"train.eval_steps={steps}", f"train.save_steps={steps}"]
-    folder = prepare_run_dir(REPO_ROOT, "learn", [*overrides, *steps_set], f"sweep-{name}")
+    folder = prepare_run_dir(REPO_ROOT, "tiny", [*overrides, *steps_set], f"sweep-{name}")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     start = time.monotonic()
@@ -47,7 +47,7 @@ def run(name: str, overrides: list[str], steps: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--only", nargs="*", default=list(SETTINGS))
     args = parser.parse_args()
     results = {name: read_reward_table(run(name, SETTINGS[name], args.steps)) for name in args.only}

@@ -7,8 +7,8 @@ stage's child run hangs under.
 
     python -m flows.pipeline                   # the active profile of params.yaml, in this checkout
     python -m flows.pipeline --profile paper   # another profile, in .runs/paper (a copy of this checkout)
-    python -m flows.pipeline --profile learn --set train.reward_control=invert --name learn_control
-                                               # a variant of a profile, in .runs/learn_control
+    python -m flows.pipeline --set train.reward_control=invert --name control
+                                               # a variant of a profile, in .runs/control
 
 Running a profile never edits a tracked file: another profile than the active one runs in its
 own copy of the checkout under .runs/<profile>/, with its own outputs and dvc.lock and the DVC
@@ -324,6 +324,20 @@ def evaluation_markdown(profile: str, evaluation: dict, ran: dict[str, bool], ru
     return "\n".join(lines)
 
 
+def console_table(evaluation: dict) -> str:
+    """Base against trained accuracy (%) per benchmark, and each model's answers by letter (share of questions)."""
+    shares = lambda row, label: " ".join(  # noqa: E731
+        f"{key} {100 * share:.0f}%" for key, share in row.get(f"{label}_answer_shares", {}).items()
+    )
+    lines = [f"{'benchmark':<24} {'base':>6} {'trained':>8} {'delta':>7}   answers: base | trained"]
+    for name, row in evaluation.items():
+        lines.append(
+            f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}   "
+            f"{shares(row, 'base')} | {shares(row, 'trained')}"
+        )
+    return "\n".join(lines)
+
+
 def key_metrics(evaluation: dict) -> str:
     return ", ".join(f"{name} {100 * row['base']:.1f} -> {100 * row['trained']:.1f}" for name, row in evaluation.items())
 
@@ -412,6 +426,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     result = satori_pipeline(profile=args.profile, overrides=args.overrides, name=args.name)
     print(json.dumps(result, indent=2))
+    print("\n" + console_table(result["evaluation"]))
 
 
 if __name__ == "__main__":

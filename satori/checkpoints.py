@@ -17,7 +17,7 @@ from satori.lineage import code_closure
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The code that decides a run beyond its params: the command line and the reward plugin, with all they import.
-RUN_CODE_MODULES = ("satori.swift_cli", "satori.rewards")
+RUN_CODE_MODULES = ("satori.swift_cli", "satori.rewards", "satori.swift_template")
 
 
 # A checkpoint is whole once the trainer has written its state (HF Trainer writes it after the weights).

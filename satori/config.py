@@ -117,6 +117,9 @@ class TinyModelParams(Section):
     hidden_size: int = Field(ge=8)
     num_layers: int = Field(ge=1)
     bpe_vocab_size: int = Field(ge=300)
+    # qwen: Qwen's special-token ids and 151,936 embedding rows (ms-swift's qwen2_5_vl template); compact: the
+    # specials after the BPE tokens, ~1,000 rows, several times cheaper to train on CPU (satori.swift_template).
+    vocab: Literal["qwen", "compact"] = "qwen"
     # Teacher-forced steps on synthetic SATORI answers before the model is saved (0: purely random).
     warmup_steps: int = Field(default=0, ge=0)
     warmup_examples: int = Field(default=512, ge=1)
@@ -126,6 +129,8 @@ class TinyModelParams(Section):
     # shown with their answer (see synthetic.warmup_examples).
     warmup_cue_share: float = Field(default=0.0, ge=0, lt=1)
     warmup_cue_answered: float = Field(default=0.0, ge=0, le=1)
+    # The warm-up also trains the vision-language merger (the vision blocks stay as initialised).
+    warmup_trains_merger: bool = False
 
 
 class BaseModelParams(Section):
@@ -269,6 +274,9 @@ class EvaluateParams(Section):
     max_new_tokens: int = Field(gt=0)
     # The official SATORI evaluation appends this to every question (FACTS.md).
     satori_instruction: bool = True
+    # A completion asked for an <answer> block (the instruction) that gives none: official scores it as no
+    # answer (a single space, as the official SATORI evaluation did); fallback scores its whole text.
+    answer_extraction: Literal["official", "fallback"] = "official"
     min_pixels: int = Field(gt=0)
     max_pixels: int = Field(gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -15,22 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from satori.config import BenchmarksParams, EvaluateParams, load_profile, system_prompt
 from satori.files import write_json
-
-
-def base_variants(params: EvaluateParams) -> dict[str, bool]:
-    """label -> append the SATORI instruction. The base model is also scored without it."""
-    runs = {"base": params.satori_instruction}
-    if params.satori_instruction:
-        runs["base_no_instruction"] = False
-    return runs
+from satori.scoring import scoring_rule
 
 
 def stage_data_root(benchmark_dir: Path, scratch: Path) -> Path:
@@ -133,12 +128,23 @@ def evaluate_variant(
         acc = dataset.evaluate(pred_file, model="exact_matching", nproc=1)
         results[spec.name] = {
             "accuracy": overall_accuracy(acc),
+            "answer_shares": answer_shares(records),
             "categories": category_accuracies(acc),
             "answer_tag_rate": sum(r["answer"] is not None for r in records) / max(1, len(records)),
             "mean_completion_tokens": sum(r["completion_tokens"] for r in records) / max(1, len(records)),
             "predictions": len(records),
         }
     return results
+
+
+def answer_shares(records: list[dict]) -> dict[str, float]:
+    """Share of the answers that are each option letter, any other text, or none (no <answer> block): a model
+    that answers one letter to most questions shows here, whatever its accuracy."""
+    counts = Counter(
+        "none" if r["answer"] is None else r["answer"] if re.fullmatch(r"[A-Z]", r["answer"]) else "other"
+        for r in records
+    )
+    return {key: counts[key] / len(records) for key in sorted(counts)} if records else {}
 
 
 def run_inference(spec_file: Path) -> None:
@@ -165,6 +171,7 @@ def run_inference(spec_file: Path) -> None:
         max_pixels=params.max_pixels,
         max_new_tokens=params.max_new_tokens,
         batch_size=params.batch_size,
+        answer_extraction=params.answer_extraction,
         device=device if params.device == "auto" else params.device,
     )
     scores = {}
@@ -183,13 +190,21 @@ def run_inference(spec_file: Path) -> None:
 
 
 def score_model(
-    model: Path, variants: dict[str, bool], benchmarks: Path, prompt: Path, work_dir: Path, report_dir: Path, nproc: int
+    model: Path,
+    variants: dict[str, bool],
+    params: EvaluateParams,
+    benchmarks: Path,
+    prompt: Path,
+    work_dir: Path,
+    report_dir: Path,
 ) -> dict[str, dict]:
     """Score `model` under each variant (label -> append instruction) in one process or under torchrun.
 
     Returns {label: {benchmark: {accuracy, categories, answer_tag_rate, ...}}}; VLMEvalKit's
-    prediction and accuracy tables and the raw completions are copied to report_dir.
+    prediction and accuracy tables and the raw completions are copied to report_dir, with
+    scoring.json: how each label's numbers were made (scoring_rule).
     """
+    nproc = params.nproc_per_node
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec_file = work_dir / "spec.json"
@@ -207,6 +222,8 @@ def score_model(
         for produced in sorted((work_dir / label).iterdir()):
             if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
                 shutil.copy2(produced, report_dir / f"{label}_{produced.name}")  # see reported_completions
+    rules = {label: scoring_rule(instructed, params.answer_extraction) for label, instructed in variants.items()}
+    write_json(report_dir / "scoring.json", rules)
     return scores
 
 
@@ -226,6 +243,7 @@ def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams) -> dict[str
         if "base_no_instruction" in scores:
             row["base_no_instruction"] = scores["base_no_instruction"][spec.name]["accuracy"]
         for label, result in scores.items():
+            row[f"{label}_answer_shares"] = result[spec.name]["answer_shares"]
             row[f"{label}_answer_tag_rate"] = result[spec.name]["answer_tag_rate"]
             row[f"{label}_mean_completion_tokens"] = result[spec.name]["mean_completion_tokens"]
         row["categories"] = {

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from satori.config import PARAMS_FILE, Profile, PublishParams, read_params
+from satori.config import PARAMS_FILE, SATORI_INSTRUCTION, Profile, PublishParams, read_params
+from satori.scoring import scoring_rules
 from satori.files import SOURCE_FILE
 
 # A pipeline run in a copy of the checkout (flows/pipeline.py --profile) has no git history: the
@@ -54,13 +55,46 @@ def code_revision(checkout: Path = Path(".")) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def evaluation_table(metrics: dict[str, dict]) -> str:
+# The SATORI-R1 paper's table (its project page), accuracy %: the base model and SATORI-3B trained from it.
+# Shown beside ours when the card's base model is that model and the benchmark one the paper reports
+# (the paper does not say which MMBench split; DEV_EN is the one VLMEvalKit's MMBench runs default to).
+PAPER_RESULTS = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": {
+        "MMBench_DEV_EN": {"base": 60.8, "trained": 76.9},
+        "MMStar": {"base": 56.3, "trained": 56.7},
+    },
+}
+# Said under every table: the paper's base row was a plain model scored as VLMEvalKit scores any model.
+PAPER_NOTE = "The paper's columns are the SATORI-R1 project page's table (base: the plain model, as VLMEvalKit scores it)."
+
+
+def scoring_lines(params) -> list[str]:
+    """How each column's numbers were made (satori.evaluation.scoring_rules), one bullet per label."""
+    names = {"base": "Base", "trained": "Trained", "base_no_instruction": "Base, no SATORI instruction"}
+    rules = scoring_rules(params)
+    return [f"- {names[label]}: {rule}." for label, rule in rules.items()] + ["- VLMEvalKit's exact matching."]
+
+
+def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) -> str:
+    """Base against trained (%) per benchmark; the paper's numbers beside them where it reports this base
+    model on this benchmark (PAPER_RESULTS)."""
     with_plain = all("base_no_instruction" in row for row in metrics.values())
+    paper = PAPER_RESULTS.get(base_model or "", {})
+    with_paper = any(name in paper for name in metrics)
     header = "| Benchmark | Base | Trained | Δ |" + (" Base, no SATORI instruction |" if with_plain else "")
-    lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "")]
+    header += " Paper: base | Paper: SATORI | Trained − paper |" if with_paper else ""
+    lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "") + ("---:|" * 3 if with_paper else "")]
     for name, row in metrics.items():
         line = f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
-        lines.append(line + (f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""))
+        line += f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""
+        if with_paper:
+            published = paper.get(name)
+            if published:
+                difference = 100 * row["trained"] - published["trained"]
+                line += f" {published['base']:.1f} | {published['trained']:.1f} | {difference:+.1f} |"
+            else:
+                line += " - | - | - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -100,9 +134,12 @@ def model_card(
         "",
         "## Evaluation",
         "",
-        "Accuracy (%) through VLMEvalKit, exact matching, base model against this one:",
+        "Accuracy (%) through VLMEvalKit, base model against this one:",
         "",
-        evaluation_table(evaluation),
+        evaluation_table(evaluation, base_id),
+        "",
+        *scoring_lines(profile.evaluate),
+        *(["", PAPER_NOTE] if base_id in PAPER_RESULTS else []),
         "",
         "Per category:",
         "",
@@ -124,6 +161,7 @@ def model_card(
     ]
     if curves:
         lines[lines.index("## Training") + 1 : lines.index("## Training") + 1] = ["", f"![Rewards per step]({curves})"]
+    lines += usage_snippet(profile.publish.repo_id)
     if gallery:
         lines += ["## Where the model looks", ""]
         lines += ["The first 16 answers per benchmark: predicted boxes in red, caption and answer below each image.", ""]
@@ -134,6 +172,13 @@ def model_card(
 # How the Hub's results widget names the task and the metric of a multiple-choice VQA benchmark.
 EVAL_TASK = "image-text-to-text"
 EVAL_METRIC = "accuracy"
+# The Hub datasets of the official benchmarks (and the split VLMEvalKit scores), so the results widget links
+# them; the benchmark's VLMEvalKit name stays as dataset.name. A synthetic benchmark has none: its name is both.
+HUB_BENCHMARKS = {
+    "MMBench_DEV_EN": ("lmms-lab/MMBench", "dev"),
+    "MMBench_DEV_EN_V11": ("lmms-lab/MMBench", "dev"),
+    "MMStar": ("Lin-Chen/MMStar", "val"),
+}
 
 
 def card_metadata(profile_name: str, profile: Profile, evaluation: dict, data_source: dict, base_source: dict):
@@ -144,8 +189,9 @@ def card_metadata(profile_name: str, profile: Profile, evaluation: dict, data_so
     results = [
         EvalResult(
             task_type=EVAL_TASK,
-            dataset_type=name,
+            dataset_type=HUB_BENCHMARKS.get(name, (name,))[0],
             dataset_name=name,
+            dataset_split=HUB_BENCHMARKS[name][1] if name in HUB_BENCHMARKS else None,
             metric_type=EVAL_METRIC,
             metric_value=round(100 * row["trained"], 2),
             metric_name="Accuracy (%)",
@@ -193,6 +239,33 @@ def push(folder: Path, params: PublishParams, commit_message: str) -> str:
 
 
 CURVES_FILE = "reward_curves.png"  # the reward curves, beside the card that shows them
+SYSTEM_PROMPT_FILE = "system_prompt.txt"  # the system prompt the model was trained with (prompt.txt), beside it
+
+
+def usage_snippet(repo_id: str | None) -> list[str]:
+    """The card's "How to use": load the published folder, ask one question as training and evaluation did."""
+    where = f'Path(snapshot_download("{repo_id}"))' if repo_id else 'Path(".")  # the folder this card is in'
+    code = f"""from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+folder = {where}
+model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+processor = AutoProcessor.from_pretrained(folder)
+question = "What color is the shape?\nOptions:\nA. red\nB. green\nC. blue\nD. yellow"
+instruction = {SATORI_INSTRUCTION!r}
+messages = [
+    {{"role": "system", "content": (folder / "{SYSTEM_PROMPT_FILE}").read_text()}},
+    {{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": question + instruction}}]}},
+]
+text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+inputs = processor(text=[text], images=[Image.open("your_image.png")], return_tensors="pt")
+output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
+    return ["## How to use", "", "It answers with `<caption>`, `<bbox>` and `<answer>` (greedy):", "", "```python",
+            code, "```", ""]  # fmt: skip
 
 
 def build_folder(
@@ -203,11 +276,15 @@ def build_folder(
     out: Path,
     curves: Path | None = None,
     gallery: Path | None = None,
+    system_prompt: Path | None = None,
 ) -> None:
-    """The Hub folder: every file of the exported model (all weight shards), the card, params and evaluation."""
+    """The Hub folder: every file of the exported model (all weight shards), the card, params and evaluation,
+    and the system prompt it was trained with."""
     for item in sorted(model.iterdir()):
         if item.is_file() and item.name != SOURCE_FILE:
             shutil.copy2(item, out / item.name)
+    if system_prompt is not None:
+        shutil.copy2(system_prompt, out / SYSTEM_PROMPT_FILE)
     if curves is not None:
         shutil.copy2(curves, out / CURVES_FILE)
     pictures = []

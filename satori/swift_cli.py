@@ -7,6 +7,7 @@ seconds, not minutes into ms-swift.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,18 @@ from satori.config import InputError, TrainParams, VisionParams
 
 
 REWARD_PLUGIN = Path(__file__).with_name("rewards.py")
+TEMPLATE_PLUGIN = Path(__file__).with_name("swift_template.py")
+QWEN_TEMPLATE = "qwen2_5_vl"
+QWEN_IMAGE_TOKEN_ID = 151655  # what ms-swift's qwen2_5_vl template hard-codes
+TOKENIZER_IDS_TEMPLATE = "satori_qwen2_5_vl"  # registered by TEMPLATE_PLUGIN
+
+
+def template_for(model_dir: Path) -> str:
+    """ms-swift's qwen2_5_vl for a model with Qwen's token ids (every Hub model); for one with other ids (the
+    embedded default's compact vocabulary), the plugin's template that reads them from the model's tokenizer."""
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    return QWEN_TEMPLATE if config.get("image_token_id", QWEN_IMAGE_TOKEN_ID) == QWEN_IMAGE_TOKEN_ID else TOKENIZER_IDS_TEMPLATE
 
 
 class TrainConfigError(InputError, ValueError):
@@ -33,13 +46,15 @@ def swift_arguments(
     resume_from: Path | None = None,
 ) -> list[str]:
     """The `swift rlhf` command line for these params (the published command's flags, ms-swift 4 names)."""
+    template = template_for(model_dir)
+    plugins = [REWARD_PLUGIN] + ([TEMPLATE_PLUGIN] if template == TOKENIZER_IDS_TEMPLATE else [])
     args: dict[str, Any] = {
         "rlhf_type": "grpo",
         "model": str(model_dir),
         # A local folder carries no hub id, so name the architecture and template.
         "model_type": "qwen2_5_vl",
-        "template": "qwen2_5_vl",
-        "external_plugins": str(REWARD_PLUGIN),
+        "template": template,
+        "external_plugins": [str(p) for p in plugins],
         "reward_funcs": params.reward_funcs,
         "use_vllm": params.rollout == "vllm",
         "tuner_type": params.tuner_type,
@@ -110,6 +125,8 @@ def swift_argument_parser():
     from swift.arguments import RLHFArguments
     from swift.utils.utils import _patch_get_type_hints
     from transformers import HfArgumentParser
+
+    from satori import swift_template  # noqa: F401  registers the template an argv may name, as the run's plugin does
 
     with _patch_get_type_hints():
         return HfArgumentParser([RLHFArguments])

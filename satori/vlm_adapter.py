@@ -16,6 +16,8 @@ from satori.batched_generation import BatchedGenerator
 from satori.vlmeval_compat import vlmeval_api
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# What the official SATORI evaluation scored for a completion with no <answer> block: a single space (no answer).
+NO_ANSWER = " "
 
 
 def extract_answer(completion: str) -> str | None:
@@ -40,11 +42,13 @@ class SatoriVLM(vlmeval_api().BaseModel):
 
     INTERLEAVE = False
 
-    def __init__(self, model_path: Path, *, batch_size: int = 1, **generation):
-        """generation: BatchedGenerator's settings (system_prompt, append_instruction, pixel limits, ...)."""
+    def __init__(self, model_path: Path, *, batch_size: int = 1, answer_extraction: str = "official", **generation):
+        """generation: BatchedGenerator's settings (system_prompt, append_instruction, pixel limits, ...);
+        answer_extraction: evaluate.answer_extraction (what an instructed completion without <answer> scores)."""
         super().__init__()
         self.generator = BatchedGenerator(model_path, **generation)
         self.batch_size = batch_size
+        self.answer_extraction = answer_extraction
         self.completions: list[dict] = []  # one record per answer handed to VLMEvalKit
         self._pending: dict[tuple, list[dict]] = {}  # planned messages not generated yet, in order
         self._index_of: dict[tuple, object] = {}  # planned message -> dataset index
@@ -84,5 +88,10 @@ class SatoriVLM(vlmeval_api().BaseModel):
                 "answer": answer,
             }
         )
-        # No <answer> tag: VLMEvalKit scores the raw text, as it would for any model.
-        return answer if answer is not None else completion
+        if answer is not None:
+            return answer
+        # Asked for an <answer> block (the SATORI instruction) and none given: no answer, as the official SATORI
+        # evaluation scored it (or, with fallback, the whole text). Not asked (the plain base model): its whole
+        # text, as VLMEvalKit scores any model.
+        asked = self.generator.append_instruction
+        return NO_ANSWER if asked and self.answer_extraction == "official" else completion

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from satori import tracking
 from satori.benchmark_files import validate_benchmark_folder
-from satori.evaluation import base_variants, score_model
+from satori.evaluation import score_model
+from satori.scoring import base_variants, scoring_rules
 from satori.files import write_json
 from satori.stage import Stage, run_main
 
@@ -35,12 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     args, params, benchmarks = stage.args, stage.read("evaluate"), stage.read("benchmarks")
     # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
     validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
-    with stage.run():
-        variants = base_variants(params)
+    variants = base_variants(params)
+    with stage.run(scoring=scoring_rules(params)):
         tracking.say(f"scoring {args.model} ({', '.join(variants)}) on {len(benchmarks.items)} benchmark(s)")
-        scores = score_model(
-            args.model, variants, args.benchmarks, args.prompt, args.work, args.out, params.nproc_per_node
-        )
+        scores = score_model(args.model, variants, params, args.benchmarks, args.prompt, args.work, args.out)
         write_json(args.metrics, scores)
         tracking.log_metrics(scores)
         tracking.log_artifact(args.out, "evaluate_base")

@@ -1,7 +1,8 @@
 """Stage: the Hub folder (weights, processor, model card), checked to reload, and the push when configured.
 
     python -m stages.publish --model models/trained --evaluation reports/evaluate.json \
-        --curves reports/train_rewards.png --gallery reports/gallery --out publish/hub --metrics reports/publish.json
+        --curves reports/train_rewards.png --gallery reports/gallery --prompt prompt.txt --out publish/hub \
+        --metrics reports/publish.json
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluation="",
         curves="the train stage's reward curves (PNG)",
         gallery="the evaluate stage's pictures",
+        prompt="the system prompt the model was trained with, published beside it",
         out="",
         metrics="",
     )
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage.run():
         evaluation = json.loads(args.evaluation.read_text(encoding="utf-8"))
         with atomic_dir(args.out) as out:
-            build_folder(name, profile, args.model, evaluation, out, args.curves, args.gallery)
+            build_folder(name, profile, args.model, evaluation, out, args.curves, args.gallery, args.prompt)
             # A folder that does not load, or answers otherwise than the trained model, is never renamed
             # into place, let alone pushed.
             check_reloads(out, args.model)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -111,7 +116,6 @@ def accuracy_from_predictions(report_dir: Path, label: str, benchmark: str) -> f
 def pipeline_env(work: Path, **extra: str) -> dict[str, str]:
     """The environment of a pipeline run in a test: its own MLflow store and Prefect home in work, offline,
     this interpreter's folder first on PATH (the stages call `python`)."""
-    import sys
 
     return {
         **os.environ,
@@ -121,3 +125,86 @@ def pipeline_env(work: Path, **extra: str) -> dict[str, str]:
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **extra,
     }
+
+
+FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds it unless it leaked
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """`python -m flows.pipeline` (the Prefect flow, as `make run` does) in a fresh copy of the checkout, once for
+    the session (the end-to-end and the learning tests read it), tracked by a shared MLflow tracking server
+    (`mlflow server` on 127.0.0.1), as a team beyond one machine would."""
+    work = tmp_path_factory.mktemp("e2e")
+    repo = copy_checkout(work / "checkout")  # the MLflow server's files lie beside it, not in it
+    with mlflow_server(work / "server") as uri:
+        env = _env(work, uri)
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.pipeline"], cwd=repo, env=env, capture_output=True, text=True, timeout=1500
+        )
+        log = proc.stdout + proc.stderr
+        (work / "pipeline.log").write_text(log)
+        assert proc.returncode == 0, log[-6000:]
+        start = proc.stdout.rindex('{\n  "mlflow_run_id"')
+        summary, _ = json.JSONDecoder().raw_decode(proc.stdout[start:])
+        yield repo, env, summary, log
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path):
+    """`mlflow server` on a free 127.0.0.1 port, its store and artifacts in folder; stopped afterwards."""
+    folder.mkdir(parents=True)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(f"{uri}/health", server, folder / "server.log")
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Poll url until it answers; fail with the server's log if the server dies or the time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds:.0f} s"
+            time.sleep(0.5)
+
+
+def _env(work: Path, tracking_uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    from satori.config import REPO_ROOT
+    from satori.publishing import code_revision
+
+    env.update(
+        # The copy is a new git repository: the card names the revision of the checkout it was copied from.
+        SATORI_CODE_REVISION=code_revision(REPO_ROOT),
+        MLFLOW_TRACKING_URI=tracking_uri,
+        PREFECT_HOME=str(work / "prefect"),
+        HF_TOKEN=FAKE_TOKEN,
+        HF_HUB_OFFLINE="1",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
+    return env

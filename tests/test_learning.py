@@ -1,9 +1,9 @@
-"""`make learn`: GRPO on the embedded default learns, and its control (rewards inverted) does not (minutes).
+"""The default run learns (`make run`), and its control (rewards inverted, `make learn`) does not.
 
-The learning run is the `learn` profile; the control is its variant with train.reward_control=invert,
-which DVC runs from the same fetched data, base model and base evaluation (run cache). Expected values
-are computed here from what the runs leave (the reward table, the prediction tables), not read from
-the summaries the pipeline writes.
+The learning run is the session's default pipeline run (tests/conftest.py pipeline_run, the one the end-to-end
+tests read); the control is its variant with train.reward_control=invert, which DVC runs from the same
+fetched data, base model and base evaluation (run cache). Expected values are computed here from what the
+runs leave (the reward table, the prediction tables), not read from the summaries the pipeline writes.
 """
 
 from __future__ import annotations
@@ -18,38 +18,35 @@ from pathlib import Path
 
 import pytest
 
+from satori.config import load_profile
 from satori.reward_registry import REWARD_CLASSES
-from tests.conftest import accuracy_from_predictions, copy_checkout, pipeline_env
+from tests.conftest import accuracy_from_predictions, predicted_letter
 
 pytestmark = pytest.mark.slow
 
-BENCHMARKS = ("SatoriCue_MMBench", "SatoriCue_MMStar")
 REWARDS = ("Format", "BoundingBoxAccuracy", "VQAAccuracy", "CaptionAccuracy")  # ms-swift's names of the four
-CONTROL = ["--profile", "learn", "--name", "learn_control", "--set", "train.reward_control=invert",
-           "--set", "train.max_steps=20", "--set", "train.eval_steps=20", "--set", "train.save_steps=20"]  # as make learn
+CONTROL_STEPS = 40
+CONTROL = ["--name", "control", "--set", "train.reward_control=invert", "--set", f"train.max_steps={CONTROL_STEPS}",
+           "--set", f"train.eval_steps={CONTROL_STEPS}", "--set", f"train.save_steps={CONTROL_STEPS}"]  # as make learn
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """`make learn` in a fresh copy of the checkout: the learn profile, then its control."""
-    work = tmp_path_factory.mktemp("learn")
-    repo = copy_checkout(work / "checkout")
-    env = pipeline_env(work)
-    results = {}
-    for name, args in (("learn", ["--profile", "learn"]), ("learn_control", CONTROL)):
-        done = subprocess.run(
-            [sys.executable, "-m", "flows.pipeline", *args], cwd=repo, env=env, capture_output=True, text=True,
-            timeout=1800,
-        )  # fmt: skip
-        (work / f"{name}.log").write_text(done.stdout + done.stderr)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-        start = done.stdout.rindex('{\n  "mlflow_run_id"')
-        results[name], _ = json.JSONDecoder().raw_decode(done.stdout[start:])
-    summary = subprocess.run(
-        [sys.executable, "-m", "satori.learning", ".runs/learn", ".runs/learn_control"],
-        cwd=repo, env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return repo, env, results, summary
+def runs(pipeline_run):
+    """The default run, then its control in the same checkout (as `make learn` does after `make run`)."""
+    repo, env, default, _ = pipeline_run
+    done = subprocess.run([sys.executable, "-m", "flows.pipeline", *CONTROL], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=1800)  # fmt: skip
+    (repo.parent / "control.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    start = done.stdout.rindex('{\n  "mlflow_run_id"')
+    control, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    summary = subprocess.run([sys.executable, "-m", "satori.learning", ".", ".runs/control"], cwd=repo, env=env,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return repo, env, {"default": default, "control": control}, summary
+
+
+def profile(repo: Path):
+    return load_profile(repo / "params.yaml")[1]
 
 
 def reward_history(folder: Path) -> dict[str, list[float]]:
@@ -73,91 +70,98 @@ def rise(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(last) - statistics.fmean(first), se
 
 
-def test_the_learning_run_raises_the_total_reward_and_the_answers(runs):
+def test_the_default_run_raises_the_total_reward_and_the_answers(runs):
     repo, *_ = runs
-    history = reward_history(repo / ".runs/learn")
-    assert len(history["reward"]) == 40
+    history = reward_history(repo)
+    assert len(history["reward"]) == profile(repo).train.max_steps
     total, se = rise(history["reward"])
-    assert total > 0.05 and total > se, f"total reward: last - first quarter {total:+.3f}, standard error {se:.3f}"
+    assert total > 0.1 and total > 2 * se, f"total reward: last - first quarter {total:+.3f}, standard error {se:.3f}"
     answers, se = rise(history["VQAAccuracy"])
-    # One standard error: 40 steps of 64 rollouts leave the in-training accuracy noisy (on one CPU it rose
-    # +0.113 with a standard error of 0.072), and the benchmark test below is the strong evidence of learning.
-    assert answers > se, f"answer accuracy: last - first quarter {answers:+.3f}, standard error {se:.3f}"
+    assert answers > 0.1 and answers > 2 * se, f"answers: last - first quarter {answers:+.3f}, standard error {se:.3f}"
     # The format was learnt in the warm-up; it stays.
-    assert min(statistics.fmean(q) for q in quarters(history["Format"])) > 0.9
+    assert min(statistics.fmean(q) for q in quarters(history["Format"])) > 0.85
 
 
 def test_the_control_does_not_rise_and_parts_from_the_learning_run_only_through_the_rewards(runs):
     repo, *_ = runs
-    learned = reward_history(repo / ".runs/learn")
-    control = reward_history(repo / ".runs/learn_control")
-    assert len(control["reward"]) == 20
+    learned = reward_history(repo)
+    control = reward_history(repo / ".runs/control")
+    assert len(control["reward"]) == CONTROL_STEPS
     change, se = rise(control["reward"])
     assert change < -0.3, f"the control's total reward did not fall: {change:+.3f} (standard error {se:.3f})"
-    for name in REWARDS:  # every true reward ends lower than it started
-        assert statistics.fmean(quarters(control[name])[1]) < statistics.fmean(quarters(learned[name])[0]), name
+    for name in REWARDS:  # every true reward ends lower than the learning run's ends
+        assert statistics.fmean(quarters(control[name])[1]) < statistics.fmean(quarters(learned[name])[1]), name
     # Same seed, base model and data: the first step's rollouts are the same, with the same true rewards;
     # the inverted rewards then steer the control elsewhere.
     assert {name: values[0] for name, values in control.items()} == pytest.approx(
         {name: values[0] for name, values in learned.items()}
     )
-    learned_samples = (repo / ".runs/learn/reports/train_samples.md").read_text().splitlines()
-    control_samples = (repo / ".runs/learn_control/reports/train_samples.md").read_text().splitlines()
+    learned_samples = (repo / "reports/train_samples.md").read_text().splitlines()
+    control_samples = (repo / ".runs/control/reports/train_samples.md").read_text().splitlines()
     first_column = lambda lines: [line.split(" | ")[1] for line in lines[2:]]  # noqa: E731
     assert first_column(learned_samples) == first_column(control_samples)
-    assert learned_samples[0] == "| # | step 1 | step 40 |" and control_samples[0] == "| # | step 1 | step 20 |"
+    steps = profile(repo).train.max_steps
+    assert learned_samples[0] == f"| # | step 1 | step {steps} |"
+    assert control_samples[0] == f"| # | step 1 | step {CONTROL_STEPS} |"
 
 
-def test_the_trained_model_beats_the_base_on_both_benchmarks_and_the_control_does_not(runs):
+def test_the_trained_model_beats_the_base_by_15_points_on_both_benchmarks_and_the_control_does_not(runs):
     repo, *_ = runs
-    for name in BENCHMARKS:
-        folder = repo / ".runs/learn"
-        base = accuracy_from_predictions(folder / "reports/evaluate_base", "base", name)
-        trained = accuracy_from_predictions(folder / "reports/evaluate", "trained", name)
-        control = accuracy_from_predictions(repo / ".runs/learn_control/reports/evaluate", "trained", name)
-        assert trained >= base + 0.1, f"{name}: base {base:.3f}, trained {trained:.3f}"
-        assert control < trained, f"{name}: control {control:.3f}, trained {trained:.3f}"
+    for spec in profile(repo).benchmarks.items:
+        base = accuracy_from_predictions(repo / "reports/evaluate_base", "base", spec.name)
+        trained = accuracy_from_predictions(repo / "reports/evaluate", "trained", spec.name)
+        control = accuracy_from_predictions(repo / ".runs/control/reports/evaluate", "trained", spec.name)
+        assert trained >= base + 0.15, f"{spec.name}: base {base:.3f}, trained {trained:.3f}"
+        assert control < trained, f"{spec.name}: control {control:.3f}, trained {trained:.3f}"
         # The pipeline's own table agrees with the predictions.
-        reported = json.loads((folder / "reports/evaluate.json").read_text())[name]
+        reported = json.loads((repo / "reports/evaluate.json").read_text())[spec.name]
         assert (reported["base"], reported["trained"]) == pytest.approx((base, trained))
 
 
-def test_the_control_reused_the_learning_runs_data_base_model_and_base_scores(runs):
+def test_neither_model_answers_one_letter_to_most_questions_and_the_shares_are_reported(runs):
+    import pandas as pd
+
+    repo, *_ = runs
+    for spec in profile(repo).benchmarks.items:
+        reported = json.loads((repo / "reports/evaluate.json").read_text())[spec.name]
+        for label, folder in (("base", "evaluate_base"), ("trained", "evaluate")):
+            table = pd.read_csv(repo / f"reports/{folder}/{label}_satori-{label}_{spec.name}.tsv", sep="\t")
+            letters = [predicted_letter(row["prediction"], row) for _, row in table.iterrows()]
+            top = max(letters.count(letter) for letter in set(letters)) / len(letters)
+            assert top <= 0.5, f"{spec.name} {label}: one answer to {top:.0%} of the questions"
+            shares = reported[f"{label}_answer_shares"]
+            assert max(shares.values()) == pytest.approx(top) and sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_the_control_reused_the_default_run_s_data_base_model_and_base_scores(runs):
     _, _, results, _ = runs
-    ran = results["learn_control"]["ran"]
-    assert ran == {"watch_mirrors": True, "fetch_dataset": False, "fetch_base_model": False,
-                   "fetch_benchmarks": False,
-                   "preprocess": False, "train": True, "evaluate_base": False, "evaluate": True,
-                   "publish": True}  # fmt: skip
-    assert all(results["learn"]["ran"].values())
+    assert results["control"]["ran"] == {
+        "watch_mirrors": True, "fetch_dataset": False, "fetch_base_model": False, "fetch_benchmarks": False,
+        "preprocess": False, "train": True, "evaluate_base": False, "evaluate": True, "publish": True,
+    }  # fmt: skip
 
 
-def test_mlflow_has_the_reward_curves_and_the_base_against_trained_table(runs):
+def test_mlflow_has_the_reward_curves_the_answer_shares_and_the_control_variant(runs):
     import mlflow
 
     repo, env, results, _ = runs
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    parent = client.get_run(results["learn"]["mlflow_run_id"])
-    train_run = next(
-        r for r in client.search_runs([parent.info.experiment_id])
-        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id and r.data.tags.get("satori.stage") == "train"
-    )  # fmt: skip
-    curve = [m.value for m in sorted(client.get_metric_history(train_run.info.run_id, "reward"), key=lambda m: m.step)]
-    assert curve == pytest.approx(reward_history(repo / ".runs/learn")["reward"])
-    evaluation = json.loads((repo / ".runs/learn/reports/evaluate.json").read_text())
-    for name in BENCHMARKS:
-        assert parent.data.metrics[f"{name}.base"] == pytest.approx(evaluation[name]["base"])
-        assert parent.data.metrics[f"{name}.trained"] == pytest.approx(evaluation[name]["trained"])
-    control = client.get_run(results["learn_control"]["mlflow_run_id"])
-    assert control.data.tags["satori.variant"] == " ".join(CONTROL[5::2])
+    parent = client.get_run(results["default"]["mlflow_run_id"])
+    curve = [m.value for m in sorted(client.get_metric_history(parent.info.run_id, "train/reward"), key=lambda m: m.step)]
+    assert curve == pytest.approx(reward_history(repo)["reward"])
+    evaluation = json.loads((repo / "reports/evaluate.json").read_text())
+    for name, row in evaluation.items():
+        assert parent.data.metrics[f"{name}.trained"] == pytest.approx(row["trained"])
+        for letter, share in row["trained_answer_shares"].items():
+            assert parent.data.metrics[f"{name}.trained_answer_shares.{letter}"] == pytest.approx(share)
+    control = client.get_run(results["control"]["mlflow_run_id"])
+    assert control.data.tags["satori.variant"] == " ".join(CONTROL[3::2])
     assert control.data.params["train.reward_control"] == "invert"
-    artifacts = [a.path for a in client.list_artifacts(train_run.info.run_id, "train")]
-    assert "train/train_samples.md" in artifacts
 
 
 def test_the_summary_prints_both_runs_quarters_and_accuracies(runs):
     repo, _, _, summary = runs
-    history = reward_history(repo / ".runs/learn")
-    first, last = quarters(history["reward"])
+    first, last = quarters(reward_history(repo)["reward"])
     assert f"{statistics.fmean(first):.3f}" in summary and f"{statistics.fmean(last):.3f}" in summary
-    assert summary.count("SatoriCue_MMStar: base") == 2
+    for spec in profile(repo).benchmarks.items:
+        assert summary.count(f"{spec.name}: base") == 2

@@ -15,7 +15,7 @@ def test_set_profile_line_switches_only_the_switch():
 
     before = PARAMS_FILE.read_text()
     active = yaml.safe_load(before)["profile"]
-    other = next(name for name in ("paper", "learn") if name != active)
+    other = next(name for name in ("paper", "rehearsal") if name != active)
     after = pipeline.set_profile_line(before, other)
     assert yaml.safe_load(after) == {**yaml.safe_load(before), "profile": other}
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
@@ -58,7 +58,7 @@ def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_pa
     assert "no_scm = true" in (run_dir / ".dvc/config.local").read_text()
     assert (run_dir / "stages/train.py").read_bytes() == (repo / "stages/train.py").read_bytes()
     assert not (run_dir / "dvc.lock").exists()  # this checkout's results are not the profile's
-    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['learn', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
         pipeline.prepare_run_dir(repo, "huge")
 
 
@@ -66,18 +66,18 @@ def test_a_variant_sets_its_params_in_its_own_copy_only(tmp_path):
     repo = git_checkout(tmp_path)
     before = git_status(repo)
     overrides = ["train.reward_control=invert", "train.learning_rate=5e-4", "download.synthetic.rows=64"]
-    run_dir = pipeline.prepare_run_dir(repo, "learn", overrides, "learn_control")
-    assert run_dir == repo / ".runs/learn_control"
+    run_dir = pipeline.prepare_run_dir(repo, "tiny", overrides, "control")
+    assert run_dir == repo / ".runs/control"
     name, variant = load_profile(run_dir / "params.yaml")
-    _, learn = load_profile(repo / "params.yaml", "learn")
-    assert name == "learn"
+    _, tiny = load_profile(repo / "params.yaml", "tiny")
+    assert name == "tiny"
     assert (variant.train.reward_control, variant.train.learning_rate, variant.download.synthetic.rows) == (
         "invert", 5e-4, 64
     )
     # Everything else as the profile says: the stages the overrides do not reach are the same DVC stages.
-    assert variant.base_model == learn.base_model and variant.benchmarks == learn.benchmarks
-    assert variant.train.model_copy(update={"reward_control": None, "learning_rate": learn.train.learning_rate}) == (
-        learn.train.model_copy(update={"reward_control": None})
+    assert variant.base_model == tiny.base_model and variant.benchmarks == tiny.benchmarks
+    assert variant.train.model_copy(update={"reward_control": None, "learning_rate": tiny.train.learning_rate}) == (
+        tiny.train.model_copy(update={"reward_control": None})
     )
     assert git_status(repo) == before and load_profile(repo / "params.yaml")[0] == "tiny"
 
@@ -86,16 +86,16 @@ def test_a_variant_sets_its_params_in_its_own_copy_only(tmp_path):
     ("override", "message"),
     [
         ("train.learning_rate", "expected section.key=value"),
-        ("nowhere.key=1", "profile 'learn' has no section 'nowhere'"),
-        ("train.max_steps=true", r"learn\.train\.max_steps"),
-        ("train.reward_control=upside_down", r"learn\.train\.reward_control"),
-        ("train.no_such_key=1", r"learn\.train\.no_such_key"),
+        ("nowhere.key=1", "profile 'tiny' has no section 'nowhere'"),
+        ("train.max_steps=true", r"tiny\.train\.max_steps"),
+        ("train.reward_control=upside_down", r"tiny\.train\.reward_control"),
+        ("train.no_such_key=1", r"tiny\.train\.no_such_key"),
     ],
 )
 def test_a_bad_override_is_refused_before_anything_runs_naming_the_key(tmp_path, override, message):
     repo = git_checkout(tmp_path)
     with pytest.raises(ValueError, match=message):
-        pipeline.prepare_run_dir(repo, "learn", [override], "bad")
+        pipeline.prepare_run_dir(repo, "tiny", [override], "bad")
     assert not (repo / ".runs/bad/params.yaml").exists()
     with pytest.raises(ValueError, match="needs --name"):
         pipeline.satori_pipeline.fn(profile="learn", overrides=["train.learning_rate=1e-4"])
@@ -210,6 +210,13 @@ def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
     (schedule,) = deployment["schedules"]
     first = next(CronSim(schedule["cron"], datetime(2026, 1, 1)))
     assert first.weekday() == 6 and first.hour == 2  # Sunday 02:00
+    # Created paused while the paper profile pins no revisions (every run would fail at fetch), active once it does.
+    from satori.config import load_profile
+    from satori.hub import COMMIT_HASH
+
+    _, paper = load_profile(REPO_ROOT / "params.yaml", name=deployment["parameters"]["profile"])
+    pinned = all(COMMIT_HASH.fullmatch(r) for r in (paper.download.hub.revision, paper.base_model.revision))
+    assert schedule.get("active", True) is pinned
 
 
 def test_failures_are_classified_permanent_or_transient():
@@ -347,3 +354,11 @@ def test_the_flow_orders_stages_by_dvc_s_graph_and_retries_the_network_ones(tmp_
     )
     with pytest.raises(CyclicGraphError):  # DVC itself refuses a cycle
         pipeline.pipeline_stages(tmp_path)
+
+
+def test_the_console_table_shows_base_against_trained_and_the_answers_by_letter():
+    evaluation = {"B": {"base": 0.4375, "trained": 0.75, "delta": 0.3125,
+                        "base_answer_shares": {"A": 0.25, "C": 0.75}, "trained_answer_shares": {"A": 0.5, "D": 0.5}}}  # fmt: skip
+    header, row = pipeline.console_table(evaluation).splitlines()
+    assert header.split() == ["benchmark", "base", "trained", "delta", "answers:", "base", "|", "trained"]
+    assert row.split() == ["B", "43.8", "75.0", "+31.2", "A", "25%", "C", "75%", "|", "A", "50%", "D", "50%"]

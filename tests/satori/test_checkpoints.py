@@ -31,7 +31,7 @@ def test_the_work_folder_is_keyed_by_what_decides_the_run(tmp_path):
     (data / "train.jsonl").write_text("a\n")
     key = checkpoints.run_key(tiny.train, tiny.vision, [data])
     assert checkpoints.run_key(tiny.train, tiny.vision, [data]) == key
-    changed_params = checkpoints.run_key(tiny.train.model_copy(update={"learning_rate": 1e-3}), tiny.vision, [data])
+    changed_params = checkpoints.run_key(tiny.train.model_copy(update={"learning_rate": 5e-4}), tiny.vision, [data])
     (data / "train.jsonl").write_text("b\n")
     changed_data = checkpoints.run_key(tiny.train, tiny.vision, [data])
     assert len({key, changed_params, changed_data}) == 3

@@ -18,7 +18,7 @@ def write_params(tmp_path: Path, mutate) -> Path:
     return path
 
 
-@pytest.mark.parametrize("profile", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
+@pytest.mark.parametrize("profile", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"])
 def test_every_profile_validates(profile):
     name, params = load_profile(PARAMS_FILE, name=profile)
     assert name == profile
@@ -65,7 +65,7 @@ def test_official_script_variant_differs_where_the_script_does():
 def test_unknown_profile_lists_the_defined_ones(tmp_path):
     path = write_params(tmp_path, lambda raw: raw.update(profile="huge"))
     with pytest.raises(
-        ParamsError, match=r"'huge' is not one of the defined profiles \['learn', 'paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"
+        ParamsError, match=r"'huge' is not one of the defined profiles \['paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"
     ):
         load_profile(path)
 
@@ -119,7 +119,7 @@ def tiny_train(**changes):
     "changes, sentence",
     [
         ({"num_generations": 3}, "tiny.train: num_generations (3) must divide the generation batch, "
-         "per_device_train_batch_size x nproc_per_node x gradient_accumulation_steps = 4 x 1 x 1 = 4"),
+         "per_device_train_batch_size x nproc_per_node x gradient_accumulation_steps = 16 x 1 x 1 = 16"),
         ({"per_device_eval_batch_size": 2}, "tiny.train: num_generations (4) must divide the evaluation batch"),
         ({"max_completion_length": 1024}, "tiny.train: max_completion_length (1024) must be below max_length (1024)"),
         ({"max_steps": 0}, "tiny.train: max_steps: 0 trains nothing; use -1"),
@@ -169,7 +169,8 @@ def test_a_key_written_twice_is_an_error_with_both_lines_and_a_merge_may_overrid
     with pytest.raises(ParamsError, match=f"key 'learning_rate' is written twice in one block, at lines {first} and "
                                           f"{first + 1}"):  # fmt: skip
         load_profile(path)
-    assert load_profile(PARAMS_FILE, "learn")[1].train.max_steps == 40  # `<<: *tiny_train`, then max_steps: 40
+    lora = load_profile(PARAMS_FILE, "rehearsal_lora")[1].train  # `<<: *rehearsal_train`, then two keys of its own
+    assert (lora.tuner_type, lora.learning_rate, lora.nproc_per_node) == ("lora", 1.0e-3, 2)
 
 
 def test_an_unknown_top_level_key_is_an_error(tmp_path):

@@ -49,10 +49,17 @@ def test_adapter_strips_tags_keeps_the_raw_completion_and_appends_the_instructio
     image = tmp_path / "q.png"
     Image.new("RGB", (64, 64), "red").save(image)
     raw = "<caption>a red square</caption><bbox>[[0,0,5,5]]</bbox><answer>B</answer>"
-    vlm = ScriptedVLM(tiny_model_dir, [raw, "no tags, B"])
+    vlm = ScriptedVLM(tiny_model_dir, [raw, "no tags, B", "no tags, B", "no tags, B"])
     message = [{"type": "image", "value": str(image)}, {"type": "text", "value": "Question: which?"}]
     assert vlm.generate(message, dataset="D") == "B"
+    # Asked for <answer> and none given: a single space, as the official SATORI evaluation scored it.
+    assert vlm.answer_extraction == "official" and vlm.generate(message, dataset="D") == " "
+    vlm.answer_extraction = "fallback"  # evaluate.answer_extraction: fallback scores the whole text
     assert vlm.generate(message, dataset="D") == "no tags, B"
+    vlm.answer_extraction = "official"
+    vlm.generator.append_instruction = False  # the plain base model: scored on its whole text, as VLMEvalKit does
+    assert vlm.generate(message, dataset="D") == "no tags, B"
+    vlm.generator.append_instruction = True
     assert vlm.completions[0] == {
         "dataset": "D",
         "index": None,
@@ -128,3 +135,29 @@ def test_only_the_compat_module_imports_vlmeval():
         if p.name != "vlmeval_compat.py" and re.search(r"^\s*(from|import) vlmeval\b", p.read_text(), re.MULTILINE)
     ]
     assert offenders == []
+
+
+def test_every_label_s_scoring_rule_names_its_prompt_and_answer_rule():
+    from satori.config import EvaluateParams
+    from satori.scoring import scoring_rules
+
+    params = EvaluateParams(batch_size=1, max_new_tokens=8, min_pixels=4, max_pixels=8)
+    rules = scoring_rules(params)
+    assert list(rules) == ["base", "base_no_instruction", "trained"]
+    assert rules["base"] == rules["trained"] == (
+        "prompt.txt as system prompt, the SATORI instruction after each question; scored on the first <answer> "
+        "block, no answer (' ') without one (the official SATORI rule)"
+    )
+    assert rules["base_no_instruction"].endswith("else the whole completion (as VLMEvalKit scores a plain model)")
+    fallback = scoring_rules(params.model_copy(update={"answer_extraction": "fallback"}))
+    assert fallback["trained"].endswith("else the whole completion (fallback, not the official rule)")
+    plain = scoring_rules(params.model_copy(update={"satori_instruction": False}))
+    assert list(plain) == ["base", "trained"] and "no instruction" in plain["trained"]
+
+
+def test_answer_shares_count_letters_other_text_and_missing_answers():
+    from satori.evaluation import answer_shares
+
+    records = [{"answer": a} for a in ("A", "A", "B", None, "A. red", "C")]
+    assert answer_shares(records) == {"A": 2 / 6, "B": 1 / 6, "C": 1 / 6, "none": 1 / 6, "other": 1 / 6}
+    assert answer_shares([]) == {}

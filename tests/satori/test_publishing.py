@@ -26,6 +26,24 @@ def test_evaluation_table():
     ]
 
 
+def test_the_paper_s_numbers_stand_beside_ours_for_its_base_model_only():
+    evaluation = {
+        "MMBench_DEV_EN": {"base": 0.6, "trained": 0.75, "delta": 0.15},
+        "MMStar": {"base": 0.5, "trained": 0.55, "delta": 0.05},
+        "MathVista_MINI": {"base": 0.4, "trained": 0.4, "delta": 0.0},
+    }
+    table = publish.evaluation_table(evaluation, "Qwen/Qwen2.5-VL-3B-Instruct").splitlines()
+    assert table[0] == "| Benchmark | Base | Trained | Δ | Paper: base | Paper: SATORI | Trained − paper |"
+    # The SATORI-R1 project page: Qwen2.5-VL-3B MMBench 60.8 / MMStar 56.3; SATORI-3B 76.9 / 56.7.
+    assert table[2:] == [
+        "| MMBench_DEV_EN | 60.0 | 75.0 | +15.0 | 60.8 | 76.9 | -1.9 |",
+        "| MMStar | 50.0 | 55.0 | +5.0 | 56.3 | 56.7 | -1.7 |",
+        "| MathVista_MINI | 40.0 | 40.0 | +0.0 | - | - | - |",
+    ]
+    assert "Paper" not in publish.evaluation_table(evaluation, "tiny-qwen2.5-vl")  # another base model: ours alone
+    assert "Paper" not in publish.evaluation_table(EVALUATION, "Qwen/Qwen2.5-VL-3B-Instruct")  # benchmarks it lacks
+
+
 def test_model_card_names_model_data_code_and_rewards():
     name, profile = load_profile(PARAMS, name="paper")
     card = publish.model_card(
@@ -204,3 +222,20 @@ def test_the_card_metadata_is_what_the_hub_reads(tmp_path):
         ("SatoriTiny_MMBench", "accuracy", 50.0), ("SatoriTiny_MMStar", "accuracy", 6.25),
     }  # fmt: skip
     assert "![Rewards per step](reward_curves.png)" in card.text
+
+
+def test_official_benchmarks_are_named_by_their_hub_datasets_in_the_model_index():
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    name, profile = load_profile(PARAMS, name="paper")
+    evaluation = {b: {"base": 0.5, "trained": 0.6, "delta": 0.1, "categories": {}} for b in ("MMBench_DEV_EN", "MMStar")}
+    evaluation["SatoriTiny_MMStar"] = {"base": 0.1, "trained": 0.2, "delta": 0.1, "categories": {}}
+    card = ModelCard(publish.model_card(profile_name=name, profile=profile, evaluation=evaluation,
+                                        data_source={"repo_id": "justairr/VQA-Verify"},
+                                        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct"}, code_rev="c"))  # fmt: skip
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert {(r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {
+        ("MMBench_DEV_EN", "lmms-lab/MMBench", "dev"), ("MMStar", "Lin-Chen/MMStar", "val"),
+        ("SatoriTiny_MMStar", "SatoriTiny_MMStar", None),  # synthetic: no Hub dataset
+    }  # fmt: skip

@@ -55,7 +55,7 @@ def test_several_processes_on_cpu_get_real_data_parallelism():
 GPU_PACKAGES = {"deepspeed": "deepspeed", "use_vllm": "vllm", "attn_impl": "flash-attn"}
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"])
 def test_what_a_profile_needs_is_installed_or_in_the_gpu_extra(profile_name):
     import importlib.util
     import re
@@ -120,7 +120,7 @@ def test_environment_sets_pixels_and_processes_and_keeps_ms_swift_out_of_mlflow(
     assert "NPROC_PER_NODE" not in swift_cli.swift_environment(tiny.train, tiny.vision)
 
 
-@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora", "learn"])
+@pytest.mark.parametrize("profile_name", ["tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"])
 def test_every_profile_command_line_parses_with_ms_swift_s_own_arguments(profile_name):
     _, profile = load_profile(PARAMS, name=profile_name)
     for cuda in (True, False):

@@ -217,10 +217,11 @@ def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, use_profile):
     use_profile("tiny")
     fetch_benchmarks.main(["--mirror-manifest", "m.json", "--out", "bench", "--metrics", "bench.json"])
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert rows == {"SatoriTiny_MMBench": 48, "SatoriTiny_MMStar": 24}
+    # 32 questions each; the color_cue task keeps one option order (the colour decides the letter): no rotations.
+    assert rows == {"SatoriTiny_MMBench": 32, "SatoriTiny_MMStar": 32}
     dataset = build_vlmeval_dataset("SatoriTiny_MMBench", tmp_path / "bench")
     assert type(dataset).__name__ == "CustomMCQDataset"
-    assert len(dataset) == 48
+    assert len(dataset) == 32
 
 
 def test_official_benchmark_tsv_from_a_mirror_is_md5_checked(tmp_path):

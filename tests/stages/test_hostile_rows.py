@@ -75,8 +75,13 @@ def test_every_kept_row_of_a_hostile_corpus_goes_through_real_grpo_steps(use_pro
     embedded = good_row(129, image={"bytes": _png_bytes(), "path": "embedded.png"}, question="Embedded bytes: colour?")
     pq.write_table(pa.Table.from_pylist([embedded]), raw / "part.parquet")
     kept_kinds.append(embedded)
-    tiny = {"max_length": 1024, "max_completion_length": 16}
-    use_profile("tiny", preprocess={"val_fraction": 0.3, "seed": 1})
+    # One epoch, one prompt x 2 generations a step, so every training row has a step of its own (ms-swift drops
+    # an epoch's last partial batch; one step of all rows would need tens of GB for the logits over the
+    # vocabulary), then validation answers every val row.
+    train_params = {**use_profile_train(), "max_length": 1024, "max_completion_length": 16, "max_steps": -1,
+                    "num_train_epochs": 1, "eval_steps": 1000, "save_steps": 1000, "num_generations": 2,
+                    "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2}  # fmt: skip
+    use_profile("tiny", preprocess={"val_fraction": 0.3, "seed": 1}, train=train_params)
     paths = ["--raw", "data/raw", "--base-model", str(tiny_model_dir), "--prompt", "prompt.txt"]
     preprocess.main([*paths, "--out", "data/processed", "--metrics", "reports/preprocess.json"])
     report = json.loads(Path("reports/preprocess.json").read_text())
@@ -86,16 +91,6 @@ def test_every_kept_row_of_a_hostile_corpus_goes_through_real_grpo_steps(use_pro
     assert report["kept"] == len(kept_kinds) + 7  # every odd-but-trainable kind was kept
     split = {s: [json.loads(x) for x in Path(f"data/processed/{s}.jsonl").read_text().splitlines()] for s in ("train", "val")}
 
-    # One epoch, one prompt x 2 generations a step, so every training row has a step of its own (ms-swift drops
-    # an epoch's last partial batch; one step of all rows would need tens of GB for the logits over the
-    # vocabulary), then validation answers every val row.
-    use_profile(
-        "tiny",
-        preprocess={"val_fraction": 0.3, "seed": 1},
-        train={**use_profile_train(), **tiny, "max_steps": -1, "num_train_epochs": 1, "eval_steps": 1000,
-               "save_steps": 1000, "num_generations": 2, "per_device_train_batch_size": 2,
-               "per_device_eval_batch_size": 2},
-    )  # fmt: skip
     train.main([
         "--data", "data/processed", "--raw", "data/raw", "--base-model", str(tiny_model_dir), "--prompt", "prompt.txt",
         "--work", ".work/train", "--out", "models/trained", "--metrics", "reports/train.json",

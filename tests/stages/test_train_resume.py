@@ -34,7 +34,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_one_mlflow_history(t
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     dvc = [sys.executable, "-m", "dvc", "repro", "--single-item"]
-    for stage in ("fetch_dataset", "fetch_base_model", "preprocess"):
+    for stage in ("watch_mirrors", "fetch_dataset", "fetch_base_model", "preprocess"):
         done = subprocess.run([*dvc, stage], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
