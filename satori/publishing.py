@@ -26,7 +26,7 @@ from satori.files import SOURCE_FILE
 CODE_REVISION_ENV = "SATORI_CODE_REVISION"
 # Not code: what a run rewrites (results) and what no stage reads (tests, documentation). They do not
 # make the code revision dirty, and committing them does not change it.
-NOT_CODE = ("dvc.lock", "reports", "tests", "*.md")
+NOT_CODE = ("dvc.lock", "reports", "tests", "*.md", ".gitignore", "*/.gitignore")  # DVC writes the .gitignore of its outs
 
 
 def code_revision(checkout: Path = Path(".")) -> str:
@@ -254,7 +254,7 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 folder = {where}
 model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
 processor = AutoProcessor.from_pretrained(folder)
-question = "What color is the shape?\nOptions:\nA. red\nB. green\nC. blue\nD. yellow"
+question = "What color is the shape?\\nOptions:\\nA. red\\nB. green\\nC. blue\\nD. yellow"
 instruction = {SATORI_INSTRUCTION!r}
 messages = [
     {{"role": "system", "content": (folder / "{SYSTEM_PROMPT_FILE}").read_text()}},

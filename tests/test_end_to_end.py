@@ -320,13 +320,14 @@ def test_dvc_compares_runs_across_commits(pipeline_run):
     assert metrics["reports/evaluate.json"]["data"]["SatoriTiny_MMStar"]["trained"] == evaluation["SatoriTiny_MMStar"]["trained"]
     assert metrics["reports/train.json"]["data"]["steps"] == default_profile(repo).train.max_steps
     original = (repo / "params.yaml").read_text()
+    rate = default_profile(repo).train.learning_rate
     params = yaml.safe_load(original)
     params["tiny"]["train"]["learning_rate"] = 1.0e-4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         diff = json.loads(dvc("params", "diff", "--json").stdout)
         changed = diff["params.yaml"]["tiny.train.learning_rate"]
-        assert (changed["old"], changed["new"]) == (default_profile(repo).train.learning_rate, 0.0001)
+        assert (changed["old"], changed["new"]) == (rate, 0.0001)
         table = json.loads(dvc("exp", "show", "--json").stdout)
         head = next(row for row in table if row["rev"] == "workspace")
         metrics_seen = head["data"]["metrics"]["reports/evaluate.json"]["data"]

@@ -42,8 +42,12 @@ def test_the_gpu_check_runs_on_the_gpu_machine_s_packages_plus_the_bundle(tmp_pa
 
     results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     seed, fast = results["settings"]["seed"], results["settings"]["fast"]
-    # seed: one generation per step, 4 completions (1 prompt x 4); fast: one per 4 steps, 16 completions.
-    assert (seed["decode"]["rows"], fast["decode"]["rows"]) == (4, 16)
+    # seed: one generation per step, one generation batch of completions; fast: one per 4 steps, 4 batches.
+    from satori.config import load_profile
+
+    train = load_profile(gpu_bundle.REPO_ROOT / "params.yaml", "tiny")[1].train
+    batch = train.per_device_train_batch_size * train.nproc_per_node * train.gradient_accumulation_steps
+    assert (seed["decode"]["rows"], fast["decode"]["rows"]) == (batch, 4 * batch)
     assert (seed["train"]["steps"], fast["train"]["steps"]) == (1, 4)  # one generation cycle each
     assert (seed["train"]["generation_steps"], fast["train"]["generation_steps"]) == (1, 1)
     for row in (seed, fast):

@@ -187,6 +187,11 @@ def test_code_revision_ignores_what_a_run_rewrites(tmp_path):
     subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "docs"], cwd=tmp_path, check=True)
     assert publish.code_revision(tmp_path) == code_commit  # documentation is not code
+    (tmp_path / "data/mirrors").mkdir(parents=True)
+    (tmp_path / "data/mirrors/.gitignore").write_text("/dataset.json\n")  # what DVC writes beside its outs
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "a run's outs"], cwd=tmp_path, check=True)
+    assert publish.code_revision(tmp_path) == code_commit
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert publish.code_revision(tmp_path) == f"{code_commit}-dirty"
 
@@ -239,3 +244,11 @@ def test_official_benchmarks_are_named_by_their_hub_datasets_in_the_model_index(
         ("MMBench_DEV_EN", "lmms-lab/MMBench", "dev"), ("MMStar", "Lin-Chen/MMStar", "val"),
         ("SatoriTiny_MMStar", "SatoriTiny_MMStar", None),  # synthetic: no Hub dataset
     }  # fmt: skip
+
+
+def test_the_how_to_use_snippet_is_python_that_names_the_repo_or_this_folder():
+    for repo_id, folder in (("me/satori-3b", 'snapshot_download("me/satori-3b")'), (None, 'Path(".")')):
+        lines = publish.usage_snippet(repo_id)
+        code = "\n".join(lines[lines.index("```python") + 1 : lines.index("```", lines.index("```python") + 1)])
+        compile(code, "snippet", "exec")
+        assert folder in code and publish.SYSTEM_PROMPT_FILE in code
