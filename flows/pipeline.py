@@ -38,13 +38,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Prefect keeps its local database under PREFECT_HOME; keep it in the project, not in ~.
 os.environ.setdefault("PREFECT_HOME", str(REPO_ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect waits 20 s for the temporary server a flow run starts when no API URL is set, which a busy
+# machine can take longer than ("Timed out while attempting to connect to ephemeral Prefect API server").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import deployment  # noqa: E402
 
 from satori import tracking  # noqa: E402
 from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
-from satori.publishing import CODE_REVISION_ENV, code_revision  # noqa: E402
+from satori.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
 from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
 NOTIFY_URL_ENV = "SATORI_NOTIFY_URL"  # an Apprise URL (Slack, e-mail, ...) told of every finished run
@@ -103,15 +107,24 @@ def repro(stage: str, folder: Path) -> bool:
     output = []
     log_file = folder / ".work" / "logs" / f"{stage}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    shown_progress = 0.0
     try:
         with log_file.open("w", encoding="utf-8") as log:
-            for line in proc.stdout:
+            for line in proc.stdout:  # text mode: a progress bar's every redraw (\r) is a line of its own
                 log.write(line)
                 log.flush()
-                # Every line reaches the Prefect run log as it comes; the console shows the stage's own lines.
-                text = line.rstrip("\n")
-                logger.info(text, extra={CONSOLE_DETAIL: not any(mark in text for mark in CONSOLE_LINES)})
                 output.append(line)
+                text = line.rstrip("\n")
+                if PROGRESS_BAR.search(text):
+                    # Progress stays on the console, a line every PROGRESS_EVERY_S (and the last): never silent
+                    # long, never a flood; the run log and .work/logs keep the stage's own lines.
+                    now = time.monotonic()
+                    if now - shown_progress >= PROGRESS_EVERY_S or text.lstrip().startswith("100%"):
+                        shown_progress = now
+                        logger.info(text.strip(), extra={CONSOLE_DETAIL: False, PROGRESS_ONLY: True})
+                    continue
+                # Every other line reaches the Prefect run log as it comes; the console shows the stage's own.
+                logger.info(text, extra={CONSOLE_DETAIL: not any(mark in text for mark in CONSOLE_LINES)})
         proc.wait()
     except BaseException:
         _stop(proc)
@@ -126,6 +139,10 @@ def repro(stage: str, folder: Path) -> bool:
 # Lines of a stage's output the console shows; all of them go to the Prefect run log and .work/logs/<stage>.log.
 CONSOLE_LINES = ("[satori]", "satori: error:", "Running stage", "didn't change, skipping", "ERROR", "Error:", "Traceback")
 CONSOLE_DETAIL = "satori_detail"
+PROGRESS_ONLY = "satori_progress"  # a progress bar's redraw: the console shows it, the run log does not
+# tqdm's bar as ms-swift, transformers and VLMEvalKit print it: " 42%|████      | 21/50 [00:10<00:14, ...]"
+PROGRESS_BAR = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+")
+PROGRESS_EVERY_S = 5.0
 
 
 class _HideDetail(logging.Filter):
@@ -133,14 +150,23 @@ class _HideDetail(logging.Filter):
         return not getattr(record, CONSOLE_DETAIL, False)
 
 
-def quiet_console() -> None:
-    """Keep stage output lines marked as detail off Prefect's console handlers (the API handler still sends them)."""
-    from prefect.logging.handlers import PrefectConsoleHandler
+class _HideProgress(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, PROGRESS_ONLY, False)
 
-    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+
+def quiet_console() -> None:
+    """Keep stage output lines marked as detail off Prefect's console handlers, and progress-bar redraws off
+    the run log that Prefect's API handler sends."""
+    from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
+
+    wanted = {PrefectConsoleHandler: _HideDetail, APILogHandler: _HideProgress}
+    for logger in (logging.getLogger(), logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"),
+                   logging.getLogger("prefect.task_runs")):  # fmt: skip
         for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _HideDetail) for f in handler.filters):
-                handler.addFilter(_HideDetail())
+            for kind, hide in wanted.items():
+                if isinstance(handler, kind) and not any(isinstance(f, hide) for f in handler.filters):
+                    handler.addFilter(hide())
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -297,25 +323,10 @@ def prepare_run_dir(checkout: Path, profile: str, overrides: list[str] | None = 
     return dest
 
 
-def outputs_hash(folder: Path, stage: str) -> str | None:
-    """One hash of a stage's outputs as dvc.lock records them (what DVC compares to skip the stage)."""
-    import hashlib
-
-    import yaml
-
-    lock_file = folder / "dvc.lock"
-    if not lock_file.exists():
-        return None
-    entry = (yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
-    if not entry:
-        return None
-    outs = sorted((o["path"], o.get("md5", "")) for o in entry.get("outs", []))
-    return hashlib.sha256(json.dumps(outs).encode()).hexdigest()[:16]
-
-
 def evaluation_markdown(profile: str, evaluation: dict, ran: dict[str, bool], run_link: str) -> str:
     """The Prefect artifact of a run: the evaluation table, the MLflow run, what ran and what DVC reused."""
-    lines = [f"# SATORI pipeline, profile `{profile}`", "", f"MLflow: {run_link}", ""]
+    shown = f"[{run_link}]({run_link})" if run_link.startswith(("http://", "https://")) else run_link
+    lines = [f"# SATORI pipeline, profile `{profile}`", "", f"MLflow: {shown}", ""]
     lines += ["| Benchmark | Base | Trained | Δ |", "|---|---:|---:|---:|"]
     for name, row in evaluation.items():
         lines.append(f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |")
@@ -385,23 +396,20 @@ def satori_pipeline(profile: str | None = None, overrides: list[str] | None = No
     logged = read_params(folder / PARAMS_FILE)[profile]
     name = name or profile
     tags = {tracking.VARIANT_TAG: " ".join(overrides)} if overrides else {}
+    launched = "prefect deployment" if deployment.id else "flow variant" if overrides else "flow"
     with (
         run_lock(folder, profile),
-        tracking.pipeline_run(params.mlflow_experiment, profile, logged, revision, tags, label=name) as run_id,
+        tracking.pipeline_run(params.mlflow_experiment, profile, logged, revision, tags, name, launched) as run_id,
     ):
         quiet_console()
         ran = {}
+        # The last stage, record_run, brings this parent run up to date (metrics, curves, the stages DVC reused).
         for stage, network in pipeline_stages(folder):
             ran[stage] = stage_task(stage, network)(stage, str(folder))
-            tracking.record_stage(stage, ran[stage], outputs_hash(folder, stage))
             stage_log = folder / ".work" / "logs" / f"{stage}.log"
             if stage_log.exists():
                 tracking.log_artifact(stage_log, "logs")
         evaluation = json.loads((folder / "reports" / "evaluate.json").read_text(encoding="utf-8"))
-        tracking.log_metrics({**evaluation, "ran": {stage: int(flag) for stage, flag in ran.items()}})
-        curves = folder / "reports" / "train_rewards.csv"  # restored by DVC when train was cached
-        if curves.exists():
-            tracking.log_curves(curves, "train")
         link = tracking.run_link(run_id)
     key = "satori-" + re.sub(r"[^a-z0-9-]", "-", name.lower())  # Prefect artifact keys: lowercase, digits, dashes
     create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=key)

@@ -34,6 +34,7 @@ class ParamsError(InputError, ValueError):
 
 
 # The train params that decide how many rows one batch takes; checked against the splits preprocessing made.
+SPLITS = ("train", "val")  # the processed data's files, <split>.jsonl
 SPLIT_SIZE_KEYS = (
     "per_device_train_batch_size",
     "per_device_eval_batch_size",

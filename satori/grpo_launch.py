@@ -15,7 +15,7 @@ from pathlib import Path
 
 from satori import tracking
 from satori.checkpoints import FINISHED_FILE, prepare_work_dir, resumable_checkpoint, run_key, training_finished
-from satori.config import SPLIT_SIZE_KEYS, TrainParams, VisionParams, check_split_sizes
+from satori.config import SPLIT_SIZE_KEYS, SPLITS, TrainParams, VisionParams, check_split_sizes
 from satori.reward_curves import reward_table
 from satori.reward_registry import REWARD_CLASSES
 from satori.swift_cli import check_swift_arguments, swift_arguments, swift_environment
@@ -24,7 +24,6 @@ from satori.swift_run import read_log_history, run_swift, step_metrics, step_of
 RUN_ID_FILE = "mlflow_run_id"  # in the work folder: a resumed run continues the killed run's MLflow history
 SWIFT_OUTPUT = "swift_output"  # ms-swift's --output_dir, in the work folder
 SWIFT_LOG = "swift.log"  # everything ms-swift printed, in the work folder
-SPLITS = ("train", "val")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,9 @@ those as deps and outs, so DVC re-runs a stage when, and only when, something it
 from __future__ import annotations
 
 import ast
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 PROJECT_PACKAGES = ("satori", "stages")
@@ -64,3 +66,57 @@ def command_paths(cmd: str) -> tuple[str, set[str], set[str]]:
         elif flag not in SCRATCH_FLAGS:
             inputs.add(value)
     return module, inputs, outputs
+
+
+# A pipeline run in a copy of the checkout (flows/pipeline.py --profile) has no git history: the
+# flow passes the revision of the checkout it copied.
+CODE_REVISION_ENV = "SATORI_CODE_REVISION"
+# Not code: what a run rewrites (results) and what no stage reads (tests, documentation). They do not
+# make the code revision dirty, and committing them does not change it.
+NOT_CODE = ("dvc.lock", "reports", "tests", "*.md", ".gitignore", "*/.gitignore")  # DVC writes the .gitignore of its outs
+
+
+def code_revision(checkout: Path = Path(".")) -> str:
+    """The last commit that changed code or params, -dirty when they differ from it; 'unknown' without git.
+
+    A commit of results (dvc.lock, reports), tests or documentation after a run leaves it as it was.
+    """
+    if os.environ.get(CODE_REVISION_ENV):
+        return os.environ[CODE_REVISION_ENV]
+    pathspec = ["--", ".", *(f":(exclude){path}" for path in NOT_CODE)]
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%H", *pathspec], cwd=checkout, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def stage_outputs(folder: Path) -> dict[str, str | None]:
+    """Each stage of folder's dvc.yaml (in its order) -> one hash of its outputs as dvc.lock records them
+    (what DVC compares to skip it; None where the lock has no entry yet)."""
+    import hashlib
+    import json
+
+    import yaml
+
+    stages = (yaml.safe_load((folder / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
+    lock_file = folder / "dvc.lock"
+    lock = yaml.safe_load(lock_file.read_text(encoding="utf-8")) if lock_file.exists() else None
+    locked = (lock or {}).get("stages", {})
+    hashes: dict[str, str | None] = {}
+    for stage in stages:
+        entry = locked.get(stage)
+        outs = sorted((o["path"], o.get("md5", "")) for o in entry.get("outs", [])) if entry else None
+        hashes[stage] = hashlib.sha256(json.dumps(outs).encode()).hexdigest()[:16] if outs else None
+    return hashes

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -20,40 +19,7 @@ import yaml
 from satori.config import PARAMS_FILE, SATORI_INSTRUCTION, Profile, PublishParams, read_params
 from satori.scoring import scoring_rules
 from satori.files import SOURCE_FILE
-
-# A pipeline run in a copy of the checkout (flows/pipeline.py --profile) has no git history: the
-# flow passes the revision of the checkout it copied.
-CODE_REVISION_ENV = "SATORI_CODE_REVISION"
-# Not code: what a run rewrites (results) and what no stage reads (tests, documentation). They do not
-# make the code revision dirty, and committing them does not change it.
-NOT_CODE = ("dvc.lock", "reports", "tests", "*.md", ".gitignore", "*/.gitignore")  # DVC writes the .gitignore of its outs
-
-
-def code_revision(checkout: Path = Path(".")) -> str:
-    """The last commit that changed code or params, -dirty when they differ from it; 'unknown' without git.
-
-    A commit of results (dvc.lock, reports), tests or documentation after a run leaves it as it was.
-    """
-    if os.environ.get(CODE_REVISION_ENV):
-        return os.environ[CODE_REVISION_ENV]
-    pathspec = ["--", ".", *(f":(exclude){path}" for path in NOT_CODE)]
-    try:
-        commit = subprocess.run(
-            ["git", "log", "-1", "--format=%H", *pathspec], cwd=checkout, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    if not commit:
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
-
+from satori.lineage import code_revision
 
 # The SATORI-R1 paper's table (its project page), accuracy %: the base model and SATORI-3B trained from it.
 # Shown beside ours when the card's base model is that model and the benchmark one the paper reports

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from satori import tracking
-from satori.config import VisionParams
+from satori.config import SPLITS, VisionParams
 from satori.gallery import draw, grid, training_samples
 from satori.reward_registry import REWARD_CLASSES
 from satori.rewards import first_block, parse_boxes, strict_format
@@ -70,11 +70,7 @@ def first_and_last_samples(
 ) -> str:
     """Markdown: `count` rollouts of the first and of the last training step side by side, each with its
     question's true answer and its rewards (true values, also in the inverted control run)."""
-    first_of_step: dict[int, dict] = {}
-    with completions_file.open(encoding="utf-8") as f:
-        for line in f:
-            table = json.loads(line)
-            first_of_step.setdefault(int(table["step"][0]), table)  # later tables of a step: evaluation rollouts
+    first_of_step, _ = training_and_validation(completions_file)
     if not first_of_step:
         raise ValueError(f"{completions_file} holds no completions")
     first, last = min(first_of_step), max(first_of_step)
@@ -119,22 +115,39 @@ def completion_diagnostics(completions_file: Path, sizes: dict[str, tuple[int, i
 def rows_by_source(data: Path) -> dict[str, dict]:
     """The processed rows by their `solution` (where each came from), as ms-swift logs it beside a completion."""
     rows = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         for line in (data / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             rows[row["solution"]] = row
     return rows
 
 
-def log_galleries(completions_file: Path, rows: dict[str, dict], vision: VisionParams) -> None:
-    """Per training step, a picture of up to 16 rollouts (predicted against true boxes) in MLflow."""
-    by_step: dict[int, list[dict]] = {}
+def training_and_validation(completions_file: Path) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    """completions.jsonl split by step: ms-swift logs a step's training rollouts first (one table), then, at an
+    evaluation step, the validation set's (more tables of the same step)."""
+    training: dict[int, dict] = {}
+    validation: dict[int, list[dict]] = {}
     with completions_file.open(encoding="utf-8") as f:
         for line in f:
             table = json.loads(line)
-            by_step.setdefault(int(table["step"][0]), []).append(table)
-    steps = sorted(by_step)
+            step = int(table["step"][0])
+            if step in training:
+                validation.setdefault(step, []).append(table)
+            else:
+                training[step] = table
+    return training, validation
+
+
+def log_galleries(completions_file: Path, rows: dict[str, dict], vision: VisionParams) -> None:
+    """Per training step (from 1), a picture of up to 16 rollouts (predicted against true boxes) in MLflow;
+    the validation rollouts of each evaluation step in a gallery of their own."""
+    training, validation = training_and_validation(completions_file)
+    steps = sorted(training)
     shown = steps if len(steps) <= 20 else sorted({*steps[:: max(1, len(steps) // 20)], steps[-1]})
-    for step in shown:
-        samples = training_samples(by_step[step], rows, vision.min_pixels, vision.max_pixels)
-        tracking.log_image(grid([draw(s) for s in samples]), "gallery/train", step)
+    for key, tables_by_step in (
+        ("gallery/train", {step: [training[step]] for step in shown}),
+        ("gallery/validation", validation),
+    ):
+        for step, tables in sorted(tables_by_step.items()):
+            samples = training_samples(tables, rows, vision.min_pixels, vision.max_pixels)
+            tracking.log_image(grid([draw(s) for s in samples]), key, step)

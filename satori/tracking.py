@@ -19,7 +19,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,12 @@ CACHED_TAG = "satori.cached"
 PIPELINE_TAG = "satori.pipeline"  # on parent runs
 VARIANT_TAG = "satori.variant"  # on parent runs of a variant: its --set overrides
 PRODUCED_BY_TAG = "satori.produced_by"
+LAUNCHED_BY_TAG = "satori.launched_by"  # on parent runs: flow, flow variant, prefect deployment, dvc repro, dvc exp run
+LAUNCH_TAG = "satori.launch"  # on parent runs opened for a DVC command: host, pid and start of that dvc process
+RAN_TAG = "satori.ran"  # on parent runs: the stages that ran, comma-separated, or "none"
+# Stages that keep no MLflow run of their own: watch_mirrors runs on every repro (a plain `dvc repro` would add
+# a run each time), record_run writes to the pipeline run itself.
+NO_RUN_STAGES = ("watch_mirrors", "record_run")
 
 
 # Where `dvc exp run --temp` runs a copy of the checkout (deleted afterwards): <checkout>/.dvc/tmp/exps/<tmp>/.
@@ -120,6 +126,7 @@ def pipeline_run(
     code_revision: str,
     tags: Mapping[str, str] | None = None,
     label: str | None = None,
+    launched_by: str = "flow",
 ) -> Iterator[str]:
     """The parent run of one pipeline run; its id is exported for the stages it starts.
 
@@ -128,7 +135,7 @@ def pipeline_run(
     when there is one, and a distinct name (profile, time).
     """
     mlflow = _client_for(experiment)
-    all_tags = {**run_tags(profile, params, code_revision), PIPELINE_TAG: "true", **(tags or {})}
+    all_tags = {**parent_tags(profile, params, code_revision, "flows/pipeline.py", launched_by), **(tags or {})}
     name = f"{label or profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     with mlflow.start_run(run_name=name, tags=all_tags) as run:
         mlflow.log_params(flatten(params))
@@ -154,8 +161,33 @@ def run_tags(profile: str, params: Mapping[str, Any], code_revision: str) -> dic
     return tags
 
 
-def record_stage(stage: str, ran: bool, outputs_hash: str | None) -> None:
-    """Tie a stage to the pipeline run (the active run) whether DVC ran it or found it up to date.
+def parent_tags(
+    profile: str, params: Mapping[str, Any], code_revision: str, source: str, launched_by: str
+) -> dict[str, str]:
+    """The tags of a pipeline run: profile, code, params hash, how it was launched, and MLflow's own source
+    tags (a run started by a Prefect worker would otherwise name `prefect/engine.py` and no commit)."""
+    tags = {
+        **run_tags(profile, params, code_revision),
+        PIPELINE_TAG: "true",
+        LAUNCHED_BY_TAG: launched_by,
+        "mlflow.source.name": source,
+        "mlflow.source.type": "LOCAL",
+    }
+    commit = code_revision.removesuffix("-dirty")
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def dvc_launch() -> str:
+    """How DVC started the stages of a pipeline run that no flow opened."""
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
+        return "dvc exp run --temp" if store_root() != REPO_ROOT else "dvc exp run"
+    return "dvc repro"
+
+
+def record_stage(stage: str, ran: bool, outputs_hash: str | None, parent_id: str) -> None:
+    """Tie a stage to the pipeline run whether DVC ran it or found it up to date.
 
     A stage that ran has a child run already: it is tagged with the hash of its outputs. A stage
     DVC skipped gets a child run of its own, tagged cached, naming (and linking) the run that
@@ -164,7 +196,7 @@ def record_stage(stage: str, ran: bool, outputs_hash: str | None) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()
-    parent = mlflow.active_run()
+    parent = client.get_run(parent_id)
     experiment_id = parent.info.experiment_id
     if ran:
         query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`{STAGE_TAG}` = '{stage}'"
@@ -212,7 +244,8 @@ def stage_run(
     mlflow = _client_for(experiment)
     _end_orphans(mlflow, experiment, stage)
     tags = {STAGE_TAG: stage, PROFILE_TAG: profile, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    parent = os.environ.get(PARENT_RUN_ENV) or _experiment_parent(mlflow, experiment, profile)
+    launched = None if os.environ.get(PARENT_RUN_ENV) else launch_parent(experiment, profile)
+    parent = os.environ.get(PARENT_RUN_ENV) or launched
     if parent:
         tags["mlflow.parentRunId"] = parent
     previous_handler = None
@@ -220,20 +253,26 @@ def stage_run(
         previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     # In-process (a test, a notebook) the parent is the active run: MLflow needs nested=True for that.
     nested = mlflow.active_run() is not None
+    # System metrics (CPU, memory, disk; GPU where nvidia-ml-py is installed, the gpu extra) every
+    # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default, 10) while the stage runs.
     if continue_run:
-        run = mlflow.start_run(run_id=continue_run, nested=nested)
+        run = mlflow.start_run(run_id=continue_run, nested=nested, log_system_metrics=True)
         mlflow.set_tags({PID_TAG: tags[PID_TAG], HOST_TAG: tags[HOST_TAG]})
     else:
-        run = mlflow.start_run(run_name=stage, tags=tags, nested=nested)
+        run = mlflow.start_run(run_name=stage, tags=tags, nested=nested, log_system_metrics=True)
     try:
         if not continue_run:
             mlflow.log_params(flatten(params))
         yield run
     except (Terminated, KeyboardInterrupt):
         mlflow.end_run("KILLED")
+        if launched:  # a parent no flow holds open ends with its failed stage
+            mlflow.MlflowClient().set_terminated(launched, "KILLED")
         raise
     except BaseException:
         mlflow.end_run("FAILED")
+        if launched:
+            mlflow.MlflowClient().set_terminated(launched, "FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -242,20 +281,55 @@ def stage_run(
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _experiment_parent(mlflow, experiment_name: str, profile: str) -> str | None:
-    """Under `dvc exp run` (no pipeline run open), one parent run per DVC experiment, so its stages hang together."""
-    name = os.environ.get("DVC_EXP_NAME")
-    if not name:
+def launch_key() -> str | None:
+    """What identifies one `dvc repro` or `dvc exp run` (its stages run as separate processes under it): the
+    host, pid and start time of the nearest dvc process above this one, and the experiment's name when there
+    is one (a queue worker runs several). None for a stage started by hand."""
+    import psutil
+
+    for process in psutil.Process().parents():
+        try:
+            argv = process.cmdline()
+            started = process.create_time()
+        except psutil.Error:
+            continue
+        if any(Path(arg).name == "dvc" for arg in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
+            return f"{socket.gethostname()}:{process.pid}:{started:.2f}:{os.environ.get('DVC_EXP_NAME', '')}"
+    return None
+
+
+def launch_parent(experiment_name: str, profile: str, create: bool = True) -> str | None:
+    """The parent run of this stage's pipeline run when no flow opened one: one per `dvc repro` or `dvc exp
+    run` (see launch_key), created by its first stage that tracks, with the profile's params and tags."""
+    import mlflow
+
+    key = launch_key()
+    if key is None:
         return None
     client = mlflow.MlflowClient()
-    experiment = mlflow.get_experiment_by_name(experiment_name)
-    query = f"tags.`{DVC_EXP_TAG}` = '{name}' and tags.`{PIPELINE_TAG}` = 'true'"
+    experiment = client.get_experiment_by_name(experiment_name)
+    query = f"tags.`{LAUNCH_TAG}` = '{key}' and tags.`{PIPELINE_TAG}` = 'true'"
     found = client.search_runs([experiment.experiment_id], query, max_results=1)
     if found:
         return found[0].info.run_id
-    tags = {PROFILE_TAG: profile, DVC_EXP_TAG: name, PIPELINE_TAG: "true"}
-    run = client.create_run(experiment.experiment_id, run_name=f"dvc-exp-{name}", tags=tags)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    if not create:
+        return None
+    from satori.config import PARAMS_FILE, read_params
+    from satori.lineage import code_revision
+
+    params = read_params(REPO_ROOT / PARAMS_FILE)[profile]
+    how = dvc_launch()
+    tags = {**parent_tags(profile, params, code_revision(REPO_ROOT), "dvc.yaml", how), LAUNCH_TAG: key}
+    name = os.environ.get("DVC_EXP_NAME") or profile
+    run = client.create_run(
+        experiment.experiment_id, run_name=f"{how.split()[1]}-{name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags
+    )
+    from mlflow.entities import Param
+
+    entries = list(flatten(params).items())
+    for start in range(0, len(entries), 100):  # MLflow takes 100 params a batch
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in entries[start : start + 100]])
+    client.set_terminated(run.info.run_id, "FINISHED")  # its stages' runs carry their own status
     return run.info.run_id
 
 
@@ -315,29 +389,118 @@ def say(message: str) -> None:
 _METRIC_NAME_UNSAFE = re.compile(r"[^\w\-./ ]")
 
 
+def metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a (nested) mapping, under dotted names MLflow accepts."""
+    return {
+        _METRIC_NAME_UNSAFE.sub("_", k): float(v)
+        for k, v in leaves(metrics)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log the finite numbers of a (nested) mapping to the active run, under dotted names."""
     import mlflow
 
-    clean = {
-        _METRIC_NAME_UNSAFE.sub("_", k): float(v)
-        for k, v in leaves(metrics)
-        if isinstance(v, (int, float)) and math.isfinite(v)
-    }
+    clean = metric_values(metrics)
     if clean:
         mlflow.log_metrics(clean, step=step)
 
 
-def log_curves(table: Path, prefix: str) -> None:
-    """A per-step CSV (a `step` column, then one number a column; empty cells skipped) as metric histories of
-    the active run, named prefix/column: the pipeline's parent run gets the train stage's reward curves, so
-    two pipeline runs compare curve against curve."""
+def curve_points(table: Path, prefix: str) -> Iterator[tuple[int, dict[str, float]]]:
+    """(step, {prefix/column: value}) per row of a per-step CSV (a `step` column, then one number a column;
+    empty cells skipped)."""
     import csv
 
     with table.open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
             step = int(row.pop("step"))
-            log_metrics({f"{prefix}/{k}": float(v) for k, v in row.items() if v not in ("", None)}, step=step)
+            yield step, {f"{prefix}/{k}": float(v) for k, v in row.items() if v not in ("", None)}
+
+
+def log_to_run(run_id: str, points: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+    """Log (step, metrics) points to a run by its id, not as the active run: the flow's parent is open in
+    another process."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    entries = [Metric(k, v, now, step) for step, metrics in points for k, v in metric_values(metrics).items()]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(entries), 1000):  # MLflow takes 1000 metrics a batch
+        client.log_batch(run_id, metrics=entries[start : start + 1000])
+
+
+def record_pipeline_run(
+    experiment: str,
+    profile: str,
+    stages: list[str],
+    outputs: Mapping[str, str | None],
+    summary: Mapping[str, Any],
+    curves: Path | None,
+) -> str | None:
+    """Bring the pipeline run's parent up to date once its last stage has run, however it was launched.
+
+    Its child runs say which stages ran; a stage DVC found up to date (or restored from its run cache) gets
+    a child tagged cached that links the run which produced its outputs (found by `outputs`, each stage's
+    outputs hash in dvc.lock), unless nothing ran at all: then the parent alone says so. The parent gets
+    the summary metrics (evaluation, training), the reward curves and which stages ran. Returns its id,
+    None for stages run by hand (no pipeline run).
+    """
+    import mlflow
+
+    _client_for(experiment)
+    parent_id = os.environ.get(PARENT_RUN_ENV) or launch_parent(experiment, profile)
+    if parent_id is None:
+        return None
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_id)
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    children = client.search_runs([parent.info.experiment_id], query)
+    ran_stages = {run.data.tags.get(STAGE_TAG) for run in children if run.data.tags.get(CACHED_TAG) != "true"}
+    ran = {stage: stage in ran_stages for stage in stages}
+    if any(ran.values()):
+        for stage in stages:
+            record_stage(stage, ran[stage], outputs.get(stage), parent_id)
+    else:
+        note = "Nothing ran: DVC found every stage up to date (or restored it from its run cache)."
+        client.set_tag(parent_id, "mlflow.note.content", note)
+    client.set_tag(parent_id, RAN_TAG, ",".join(s for s in stages if ran[s]) or "none")
+    points = [(0, {**summary, "ran": {stage: int(flag) for stage, flag in ran.items()}})]
+    if curves is not None and curves.exists():
+        points += curve_points(curves, "train")
+    log_to_run(parent_id, points)
+    return parent_id
+
+
+def log_datasets(files: Mapping[str, Path], context: str) -> None:
+    """Datasets the active run read (MLflow's Dataset column), by name: each file's md5 as its digest, its
+    path as its source, its rows (a JSONL file's lines, a TSV's rows) in its profile and tags."""
+    import warnings
+
+    import mlflow
+    import pandas as pd
+
+    from satori.files import file_md5
+
+    for name, path in files.items():
+        table = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path, sep="\t")
+        with warnings.catch_warnings():  # MLflow warns that a relative path may not resolve elsewhere, and of
+            warnings.simplefilter("ignore")  # integer columns in the schema it infers
+            dataset = mlflow.data.from_pandas(table, source=path.as_posix(), name=name, digest=file_md5(path))
+            mlflow.log_input(dataset, context=context, tags={"rows": str(len(table))})
+
+
+def register_model(name: str, location: str, tags: Mapping[str, str]) -> str:
+    """A new version of the registered model `name` for the model the active run published, its weights left
+    where they are (location: the folder, or its Hub URL): an MLflow external model, which holds no artifacts,
+    tagged with the location. Returns the version."""
+    import mlflow
+
+    tags = {"satori.location": location, **tags}
+    run = mlflow.active_run()
+    model = mlflow.create_external_model(name=name, source_run_id=run.info.run_id, tags=tags, model_type="transformers")
+    return mlflow.register_model(model.model_uri, name, tags=tags).version
 
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
     validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
     with stage.run(scoring=scoring_rules(params)):
+        tracking.log_datasets({spec.name: args.benchmarks / f"{spec.name}.tsv" for spec in benchmarks.items}, "evaluation")
         base_scores = json.loads(args.base_scores.read_text(encoding="utf-8"))
         tracking.say(f"scoring {args.model} on {len(benchmarks.items)} benchmark(s)")
         variant = {"trained": params.satori_instruction}

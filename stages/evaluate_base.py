@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
     variants = base_variants(params)
     with stage.run(scoring=scoring_rules(params)):
+        tracking.log_datasets({spec.name: args.benchmarks / f"{spec.name}.tsv" for spec in benchmarks.items}, "evaluation")
         tracking.say(f"scoring {args.model} ({', '.join(variants)}) on {len(benchmarks.items)} benchmark(s)")
         scores = score_model(args.model, variants, params, args.benchmarks, args.prompt, args.work, args.out)
         write_json(args.metrics, scores)

@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         if params.push:
             report["url"] = push(args.out, params, commit_message=f"SATORI GRPO ({name}), code {code}")
             report["pushed"] = True
+        location = report["url"] or str(args.out.resolve())
+        # The version is MLflow's count, not part of the report: the same run elsewhere writes the same file.
+        report["registered_model"] = (params.repo_id or f"satori-{name}").replace("/", "-")
+        version = tracking.register_model(report["registered_model"], location, {"satori.code": code})
+        tracking.say(f"registered model {report['registered_model']} version {version}: {location}")
         write_json(args.metrics, report)
         tracking.log_metrics({"pushed": int(report["pushed"])})
         tracking.log_artifact(args.out / "README.md", "publish")

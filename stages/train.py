@@ -11,7 +11,8 @@ retry without training again. Changed params, data, base model or reward code st
 
 from __future__ import annotations
 
-from satori import grpo_launch
+from satori import grpo_launch, tracking
+from satori.config import SPLITS
 from satori.export import export_run
 from satori.stage import Stage, run_main
 from satori.train_report import write_train_report
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         params, vision, args.work, data=args.data, raw=args.raw, base_model=args.base_model, prompt=args.prompt
     )
     with stage.run(continue_run=launch.previous_run_id, run_key=launch.key) as run:
+        splits = {f"processed/{split}": args.data / f"{split}.jsonl" for split in SPLITS}
+        tracking.log_datasets(splits, "training")
         grpo_launch.train(launch, run.info.run_id, data=args.data, raw=args.raw)
         # Export: the last checkpoint as a whole model folder.
         checkpoint = export_run(

@@ -196,7 +196,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: f
 def _env(work: Path, tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
     from satori.config import REPO_ROOT
-    from satori.publishing import code_revision
+    from satori.lineage import code_revision
 
     env.update(
         # The copy is a new git repository: the card names the revision of the checkout it was copied from.

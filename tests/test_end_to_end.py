@@ -19,7 +19,9 @@ from tests.conftest import FAKE_TOKEN, accuracy_from_predictions, free_port, wai
 pytestmark = pytest.mark.slow
 
 STAGES = [stage for stage, _ in pipeline_stages(REPO_ROOT)]
-ALWAYS = ["watch_mirrors"]  # always_changed: DVC runs it on every repro (it is how DVC sees mirror folders)
+# always_changed: DVC runs them on every repro (watch_mirrors is how DVC sees mirror folders; record_run brings
+# the MLflow parent run up to date, however the run was launched).
+ALWAYS = ["watch_mirrors", "record_run"]
 
 
 
@@ -135,6 +137,29 @@ def test_mlflow_run_tree_with_rewards(pipeline_run):
     evaluate = children["evaluate"].data.metrics
     assert {"SatoriTiny_MMBench.trained", "SatoriTiny_MMStar.base"} <= set(evaluate)
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server keeps the artifacts
+    # The parent, as record_run left it: the summary of the run, its curves, what ran, how it was launched.
+    parent = client.get_run(summary["mlflow_run_id"])
+    evaluation = json.loads((repo / "reports/evaluate.json").read_text())
+    train_summary = json.loads((repo / "reports/train.json").read_text())
+    assert parent.data.metrics["SatoriTiny_MMStar.trained"] == pytest.approx(evaluation["SatoriTiny_MMStar"]["trained"])
+    assert parent.data.metrics["train.final_reward"] == pytest.approx(train_summary["final_reward"])
+    assert all(parent.data.metrics[f"ran.{stage}"] == 1.0 for stage in children)
+    assert parent.data.tags["satori.launched_by"] == "flow" and set(parent.data.tags["satori.ran"].split(",")) == set(children)
+    assert parent.data.tags["mlflow.source.name"] == "flows/pipeline.py"
+    curve = client.get_metric_history(parent.info.run_id, "train/reward")
+    assert [m.step for m in curve] == list(range(1, default_profile(repo).train.max_steps + 1))
+    # System metrics and the datasets each stage read.
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(train.data.metrics)
+    inputs = {i.dataset.name: i for i in client.get_run(train.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"processed/train", "processed/val"}
+    rows = len((repo / "data/processed/train.jsonl").read_text().splitlines())
+    assert {t.key: t.value for t in inputs["processed/train"].tags}["rows"] == str(rows)
+    benchmarks = {i.dataset.name for i in client.get_run(children["evaluate"].info.run_id).inputs.dataset_inputs}
+    assert benchmarks == {spec.name for spec in default_profile(repo).benchmarks.items}
+    # The published folder as a registered model version, its weights where publish left them.
+    (version,) = client.search_model_versions("name = 'satori-tiny'")
+    assert version.run_id == children["publish"].info.run_id
+    assert version.tags["satori.location"] == str((repo / "publish/hub").resolve())
 
 
 def _artifact_text(client, run, path: str) -> str:
@@ -317,8 +342,11 @@ def test_dvc_compares_runs_across_commits(pipeline_run):
     shown = json.loads(dvc("metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]
     evaluation = json.loads((repo / "reports/evaluate.json").read_text())
-    assert metrics["reports/evaluate.json"]["data"]["SatoriTiny_MMStar"]["trained"] == evaluation["SatoriTiny_MMStar"]["trained"]
-    assert metrics["reports/train.json"]["data"]["steps"] == default_profile(repo).train.max_steps
+    train_summary = json.loads((repo / "reports/train.json").read_text())
+    assert list(metrics) == ["reports/metrics.json"]  # the one metrics file: the stages' reports are outputs
+    summary = metrics["reports/metrics.json"]["data"]
+    assert summary["SatoriTiny_MMStar"]["trained"] == evaluation["SatoriTiny_MMStar"]["trained"]
+    assert summary["reward"]["final"] == train_summary["final_reward"]
     original = (repo / "params.yaml").read_text()
     rate = default_profile(repo).train.learning_rate
     params = yaml.safe_load(original)
@@ -330,7 +358,7 @@ def test_dvc_compares_runs_across_commits(pipeline_run):
         assert (changed["old"], changed["new"]) == (rate, 0.0001)
         table = json.loads(dvc("exp", "show", "--json").stdout)
         head = next(row for row in table if row["rev"] == "workspace")
-        metrics_seen = head["data"]["metrics"]["reports/evaluate.json"]["data"]
+        metrics_seen = head["data"]["metrics"]["reports/metrics.json"]["data"]
         assert metrics_seen["SatoriTiny_MMStar"]["trained"] == evaluation["SatoriTiny_MMStar"]["trained"]
     finally:
         (repo / "params.yaml").write_text(original)
@@ -341,6 +369,62 @@ def test_dvc_compares_runs_across_commits(pipeline_run):
     specs = json.dumps(page["reports/train_rewards.csv"])
     for column in ("reward", "external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"):
         assert column in specs
+
+
+def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(pipeline_run):
+    """`dvc exp run --temp` twice with another learning rate, then the first again: each experiment has its MLflow
+    parent (params, metrics, how it was launched), the tables fit 200 columns, the repeat restores train."""
+    import time
+
+    import mlflow
+
+    repo, env, *_ = pipeline_run
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "the baseline", "--allow-empty"], cwd=repo, check=True)
+    dvc = lambda *args, **env_extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env={**env, **env_extra}, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    steps, took = 4, {}
+    for name, rate in (("lr-low", 5.0e-4), ("lr-high", 2.0e-3), ("lr-low-again", 5.0e-4)):
+        start = time.monotonic()
+        done = dvc("exp", "run", "--temp", "-n", name, "-S", f"tiny.train.learning_rate={rate}",
+                   "-S", f"tiny.train.max_steps={steps}")  # fmt: skip
+        took[name] = time.monotonic() - start
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        ran = [stage for stage in stages_run(done.stdout) if stage not in ALWAYS]
+        assert ran == ([] if name.endswith("again") else ["train", "evaluate", "publish"]), done.stdout[-3000:]
+    print(f"dvc exp run --temp, seconds: {took}")
+    table = json.loads(dvc("exp", "show", "--json").stdout)
+    experiments = {e["name"]: e["revs"][0]["data"] for row in table for e in (row.get("experiments") or [])}
+    assert experiments["lr-low-again"]["metrics"] == experiments["lr-low"]["metrics"]
+    assert experiments["lr-low-again"]["deps"]["models/trained"] == experiments["lr-low"]["deps"]["models/trained"]
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("satori-tiny").experiment_id
+    for name, rate in (("lr-low", 5.0e-4), ("lr-high", 2.0e-3)):
+        (parent,) = client.search_runs([experiment], f"tags.`satori.dvc_experiment` = '{name}' and tags.`satori.pipeline` = 'true'")
+        assert parent.data.tags["satori.launched_by"] == "dvc exp run --temp"
+        assert float(parent.data.params["train.learning_rate"]) == rate and parent.data.params["train.max_steps"] == str(steps)
+        shown = experiments[name]["metrics"]["reports/metrics.json"]["data"]
+        assert parent.data.metrics["SatoriTiny_MMBench.trained"] == pytest.approx(shown["SatoriTiny_MMBench"]["trained"])
+        assert parent.data.metrics["train.final_reward"] == pytest.approx(shown["reward"]["final"])
+        assert parent.data.tags["satori.ran"].split(",") == ["train", "evaluate", "publish"]
+    # The tables, as a 200-column terminal shows them: nothing cut, the changed param and the metrics there.
+    for args in (("exp", "show", "--only-changed", "--no-pager"), ("metrics", "show")):
+        shown = dvc(*args, COLUMNS="200")
+        assert shown.returncode == 0, shown.stderr
+        print(shown.stdout)
+        assert max(len(line) for line in shown.stdout.splitlines()) <= 200 and "…" not in shown.stdout, shown.stdout
+        assert "SatoriTiny_MMStar.trained" in shown.stdout and "reward.final" in shown.stdout
+    assert "learning_rate" in shown_header(dvc("exp", "show", "--only-changed", "--no-pager", COLUMNS="200").stdout)
+
+
+def shown_header(table: str) -> str:
+    """The header lines of a rich table as DVC prints it (before the first row of values), joined."""
+    lines = table.splitlines()
+    rule = [i for i, line in enumerate(lines) if set(line.strip()) <= {"─", "━"} and line.strip()]
+    return " ".join(lines[rule[0] + 1 : rule[1]]) if len(rule) >= 2 else table
 
 
 def test_a_second_checkout_pulls_the_run_from_a_dvc_remote_and_reruns_nothing(pipeline_run, tmp_path):
@@ -403,6 +487,16 @@ def test_a_deployment_runs_through_a_real_prefect_server_and_worker(pipeline_run
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     assert status() == before  # the worker's checkout is unchanged: every stage was up to date
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("satori-tiny").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`satori.launched_by` = 'prefect deployment'")
+    tags = parent.data.tags
+    assert tags["mlflow.source.name"] == "flows/pipeline.py" and len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["satori.ran"] == "none"  # a no-op run is one parent run that says nothing ran...
+    assert not client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")  # ...alone
+    assert parent.data.params["train.learning_rate"] == str(default_profile(repo).train.learning_rate)
 
 
 def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
@@ -422,3 +516,12 @@ def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in done.stdout, stage
     for path in ("models/trained/model.safetensors", "reports/train_samples.md", "reports/train_rewards.csv"):
         assert (folder / path).read_bytes() == (repo / path).read_bytes(), path
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("satori-tiny").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`satori.launched_by` = 'dvc repro'", max_results=1,
+                                   order_by=["attributes.start_time DESC"])  # fmt: skip
+    assert parent.data.tags["satori.ran"] == "none" and parent.data.params["train.learning_rate"] == str(rate)
+    evaluation = json.loads((folder / "reports/evaluate.json").read_text())
+    assert parent.data.metrics["SatoriTiny_MMBench.trained"] == pytest.approx(evaluation["SatoriTiny_MMBench"]["trained"])

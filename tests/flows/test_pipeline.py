@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from flows import pipeline
+from satori import tracking
 from satori.config import REPO_ROOT, load_profile
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
@@ -165,7 +167,6 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
     evaluation = {"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "evaluate.json").write_text(json.dumps(evaluation))
-    (tmp_path / "reports" / "train_rewards.csv").write_text("step,reward,external_format\n1,0.5,\n2,1.25,0.75\n")
     monkeypatch.setattr(pipeline, "repro", fake_repro)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
     shutil.copy(PARAMS_FILE, tmp_path / "params.yaml")
@@ -185,11 +186,9 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
     assert result["ran"] == {stage: stage != "fetch_dataset" for stage in listed}
     client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
     parent = client.get_run(result["mlflow_run_id"])
-    assert parent.data.metrics["B.delta"] == 0.25 and parent.data.metrics["ran.fetch_dataset"] == 0.0
-    # The reward curves on the parent, step by step (an empty cell is no point).
-    history = client.get_metric_history(result["mlflow_run_id"], "train/reward")
-    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 1.25)]
-    assert [(m.step, m.value) for m in client.get_metric_history(result["mlflow_run_id"], "train/external_format")] == [(2, 0.75)]
+    # Its metrics and curves come from the record_run stage (stubbed here; tests/satori/test_tracking.py).
+    assert parent.data.tags["satori.launched_by"] == "flow" and parent.data.tags["satori.pipeline"] == "true"
+    assert parent.data.params["train.learning_rate"] == str(load_profile(tmp_path / "params.yaml")[1].train.learning_rate)
 
 
 def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
@@ -268,6 +267,11 @@ def test_two_pipeline_runs_compare_on_their_parents(isolated_env, monkeypatch, t
     def fake_repro(stage, folder):
         if stage == "evaluate":
             (tmp_path / "reports" / "evaluate.json").write_text(json.dumps(next(evaluations)))
+        if stage == "record_run":  # what the stage does once the others ran (tested with real DVC elsewhere)
+            stages = [s for s, _ in pipeline.pipeline_stages(tmp_path) if s not in tracking.NO_RUN_STAGES]
+            evaluation = json.loads((tmp_path / "reports" / "evaluate.json").read_text())
+            tracking.record_pipeline_run("satori-tiny", "tiny", stages, {s: f"hash-{s}" for s in stages}, evaluation, None)
+            return True
         if len(runs_seen) == 1 and stage == "fetch_dataset":
             return False  # the second run finds fetch_dataset up to date
         with mlflow.start_run(run_name=stage, nested=True, tags={"satori.stage": stage}):
@@ -277,7 +281,6 @@ def test_two_pipeline_runs_compare_on_their_parents(isolated_env, monkeypatch, t
     monkeypatch.setattr(pipeline, "repro", fake_repro)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
     dvc_folder(tmp_path)
-    monkeypatch.setattr(pipeline, "outputs_hash", lambda folder, stage: f"hash-{stage}")
     raw = yaml.safe_load(PARAMS_FILE.read_text())
     for lr in (2.0e-4, 1.0e-4):
         raw["tiny"]["train"]["learning_rate"] = lr
@@ -291,6 +294,7 @@ def test_two_pipeline_runs_compare_on_their_parents(isolated_env, monkeypatch, t
     assert first.info.run_name != second.info.run_name and first.info.run_name.startswith("tiny-")
     assert first.data.tags["satori.params_hash"] != second.data.tags["satori.params_hash"]
     assert {"satori.profile", "satori.code_revision"} <= set(second.data.tags)
+    assert second.data.tags["satori.launched_by"] == "flow" and second.data.tags["mlflow.source.name"] == "flows/pipeline.py"
     experiment = client.get_experiment_by_name("satori-tiny").experiment_id
     (cached,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{second.info.run_id}' and tags.`satori.cached` = 'true'")
     assert cached.data.tags["satori.stage"] == "fetch_dataset"
@@ -362,3 +366,64 @@ def test_the_console_table_shows_base_against_trained_and_the_answers_by_letter(
     header, row = pipeline.console_table(evaluation).splitlines()
     assert header.split() == ["benchmark", "base", "trained", "delta", "answers:", "base", "|", "trained"]
     assert row.split() == ["B", "43.8", "75.0", "+31.2", "A", "25%", "C", "75%", "|", "A", "50%", "D", "50%"]
+
+
+def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monkeypatch, tmp_path):
+    """A stage's tqdm bar redraws (\\r) many times a second: the console shows one every PROGRESS_EVERY_S and
+    the last, so it is never silent long; the run log (Prefect's API handler) gets the stage's own lines only."""
+    import logging
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "print('[satori] scoring', flush=True)\n"
+        "for i in range(1, 21):\n"
+        "    sys.stdout.write(f'\\r{5 * i:3d}%|' + '#' * i + f'| {i}/20 [00:01<00:02, 9.9it/s]'); sys.stdout.flush()\n"
+        "    time.sleep(0.01)\n"
+        "print('\\nsome detail line', flush=True)\n"
+    )
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("test-progress")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
+    pipeline.repro("evaluate", tmp_path)
+    progress = [r.getMessage() for r in records if getattr(r, pipeline.PROGRESS_ONLY, False)]
+    assert len(progress) == 2 and progress[0].startswith("5%|#|") and progress[1].startswith("100%|")
+    console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
+    run_log = [r.getMessage() for r in records if pipeline._HideProgress().filter(r)]
+    assert console == ["[satori] scoring", *progress]
+    assert run_log == ["[satori] scoring", "", "some detail line"]
+    assert "100%|" in (tmp_path / ".work/logs/evaluate.log").read_text()  # the stage's log keeps everything
+
+
+def test_the_prefect_cli_and_the_flow_share_one_prefect_home(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    shown = subprocess.run([sys.executable, "-m", "prefect", "config", "view", "--show-sources"], cwd=REPO_ROOT,
+                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    (line,) = [line for line in shown.stdout.splitlines() if line.startswith("PREFECT_HOME=")]
+    home = line.split("=", 1)[1].split(" (", 1)[0].strip("'")
+    assert (REPO_ROOT / home).resolve() == (REPO_ROOT / ".prefect").resolve()
+    flow_home = subprocess.run([sys.executable, "-c", "import os, flows.pipeline; print(os.environ['PREFECT_HOME'])"],
+                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert Path(flow_home.stdout.strip()).resolve() == (REPO_ROOT / ".prefect").resolve()
+
+
+def test_the_artifact_links_the_mlflow_run_on_a_server():
+    evaluation = {"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}
+    url = "http://mlflow.example:5000/#/experiments/1/runs/abc"
+    assert f"MLflow: [{url}]({url})" in pipeline.evaluation_markdown("tiny", evaluation, {"train": True}, url)
+    local = "run `tiny-1` (abc); open with `mlflow ui --backend-store-uri sqlite:///m.db`"
+    assert f"MLflow: {local}\n" in pipeline.evaluation_markdown("tiny", evaluation, {"train": True}, local)

@@ -86,3 +86,32 @@ def test_summarize_completions_flags_whole_image_boxes():
         "mean_answer_chars": pytest.approx((3 + 3 + 4) / 3),
     }
     assert rollouts.summarize_completions([])["format_rate"] == 0.0
+
+
+def test_galleries_keep_training_and_validation_rollouts_apart_from_step_1(tmp_path, isolated_env):
+    import mlflow
+    from PIL import Image
+
+    from satori import tracking
+
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "red.png")
+    rows = {f"t:{i}": {"images": [str(tmp_path / "red.png")], "bboxs": [[0, 0, 8, 8]], "possible_answers": ["red"]}
+            for i in range(3)}  # fmt: skip
+    answer = "<caption>c</caption> <bbox>[[0,0,20,20]]</bbox> <answer>red</answer>"
+    tables = [
+        {"step": ["1", "1"], "solution": ["t:0", "t:1"], "completion": [answer, answer]},
+        {"step": ["2", "2"], "solution": ["t:1", "t:2"], "completion": [answer, answer]},
+        {"step": ["2"], "solution": ["t:0"], "completion": [answer]},  # validation rollouts, evaluation step 2
+        {"step": ["2"], "solution": ["t:2"], "completion": [answer]},
+    ]
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text("".join(json.dumps(t) + "\n" for t in tables))
+    training, validation = rollouts.training_and_validation(completions)
+    assert training == {1: tables[0], 2: tables[1]} and validation == {2: tables[2:]}
+    with tracking.stage_run("train", "exp-gallery", "tiny", {}) as run:
+        rollouts.log_galleries(completions, rows, VisionParams(min_pixels=3136, max_pixels=50176))
+    client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
+    names = [a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "images")]
+    # MLflow names an image file <key, / as ~>+step+<step>+timestamp+...
+    logged = sorted((name.split("+")[0], int(name.split("+")[2])) for name in names if name.endswith(".png"))
+    assert logged == [("gallery~train", 1), ("gallery~train", 2), ("gallery~validation", 2)]

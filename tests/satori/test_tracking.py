@@ -101,3 +101,105 @@ def test_a_temporary_dvc_experiment_logs_to_the_checkout_that_started_it(tmp_pat
     monkeypatch.setattr(tracking, "REPO_ROOT", tmp_path / "checkout")
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'checkout' / 'mlflow.db'}"
     assert tracking.store_root(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def _runs(uri: str, experiment: str):
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_the_last_stage_records_what_ran_what_dvc_reused_and_the_summary(isolated_env, tmp_path):
+    uri = isolated_env["MLFLOW_TRACKING_URI"]
+    curves = tmp_path / "curves.csv"
+    curves.write_text("step,reward,external_format\n1,0.5,\n2,0.75,1.0\n")
+    stages = ["fetch_dataset", "train"]
+    outputs = {"fetch_dataset": "hash-data", "train": "hash-model"}
+    summary = {"B": {"base": 0.5, "trained": 0.75}, "train": {"final_reward": 2.5}}
+    parents = []
+    for trains in (True, True, False):  # the first run makes both; the second reuses the data; the third nothing
+        with tracking.pipeline_run("exp-record", "tiny", {"train": {"lr": 1}}, "a" * 40) as parent:
+            for stage in stages if len(parents) == 0 else ["train"] if trains else []:
+                with tracking.stage_run(stage, "exp-record", "tiny", {}):
+                    pass
+            assert tracking.record_pipeline_run("exp-record", "tiny", stages, outputs, summary, curves) == parent
+        parents.append(parent)
+    client, runs = _runs(uri, "exp-record")
+    children = lambda parent: {  # noqa: E731
+        r.data.tags["satori.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent
+    }
+    first, second, third = (children(p) for p in parents)
+    assert set(first) == set(second) == {"fetch_dataset", "train"} and third == {}
+    assert "satori.cached" not in first["fetch_dataset"].data.tags
+    assert first["train"].data.tags["satori.outputs_md5"] == "hash-model"
+    cached = second["fetch_dataset"].data.tags
+    assert cached["satori.cached"] == "true" and cached["satori.produced_by"] == first["fetch_dataset"].info.run_id
+    tags = [client.get_run(p).data.tags for p in parents]
+    assert [t["satori.ran"] for t in tags] == ["fetch_dataset,train", "train", "none"]
+    assert tags[2]["mlflow.note.content"].startswith("Nothing ran")
+    assert tags[0]["satori.launched_by"] == "flow" and tags[0]["mlflow.source.git.commit"] == "a" * 40
+    metrics = client.get_run(parents[1]).data.metrics
+    assert metrics["B.trained"] == 0.75 and metrics["train.final_reward"] == 2.5
+    assert (metrics["ran.fetch_dataset"], metrics["ran.train"]) == (0.0, 1.0)
+    history = client.get_metric_history(parents[1], "train/reward")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.75)]
+    assert [m.step for m in client.get_metric_history(parents[1], "train/external_format")] == [2]
+
+
+def test_a_dvc_repro_gets_one_parent_run_with_the_profile_s_params(isolated_env, tmp_path):
+    """No flow: the stages of one `dvc repro` (each its own process) find the parent its first stage opened."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from satori.config import REPO_ROOT, read_params
+
+    stage = "import sys; from satori import tracking\nwith tracking.stage_run(sys.argv[1], 'exp-dvc', 'tiny', {}):\n    pass\n"
+    record = "from satori import tracking; tracking.record_pipeline_run('exp-dvc', 'tiny', ['one', 'two'], {}, {'m': 1.0}, None)\n"
+    (tmp_path / "stage.py").write_text(stage)
+    (tmp_path / "record.py").write_text(record)
+    python = sys.executable
+    dvc_yaml = {"stages": {
+        "one": {"cmd": f"{python} stage.py one > one.txt", "outs": ["one.txt"]},
+        "two": {"cmd": f"{python} stage.py two > two.txt", "deps": ["one.txt"], "outs": ["two.txt"]},
+        "last": {"cmd": f"{python} record.py", "deps": ["two.txt"], "always_changed": True},
+    }}  # fmt: skip
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    env = {**isolated_env, "PYTHONPATH": str(REPO_ROOT)}
+    dvc = lambda *args: subprocess.run([python, "-m", "dvc", *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    assert dvc("init", "--no-scm").returncode == 0
+    for _ in range(2):  # a run that trains, then a no-op run
+        done = dvc("repro")
+        assert done.returncode == 0, done.stdout + done.stderr
+    client, runs = _runs(isolated_env["MLFLOW_TRACKING_URI"], "exp-dvc")
+    parents = sorted((r for r in runs if r.data.tags.get("satori.pipeline") == "true"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2 and len(runs) == 4  # two parents, two stage runs: the no-op run adds its parent only
+    first, noop = parents
+    assert {r.data.tags["satori.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id} == {"one", "two"}
+    assert first.data.tags["satori.launched_by"] == "dvc repro" and first.data.tags["satori.ran"] == "one,two"
+    assert noop.data.tags["satori.ran"] == "none" and noop.data.metrics["m"] == 1.0
+    assert first.data.params == tracking.flatten(read_params(REPO_ROOT / "params.yaml")["tiny"])
+    assert first.info.status == "FINISHED"
+
+
+def test_stage_runs_log_system_metrics_and_their_datasets(isolated_env, tmp_path, monkeypatch):
+    import hashlib
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    (tmp_path / "train.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    (tmp_path / "B.tsv").write_text("index\tquestion\n0\tq0\n1\tq1\n")
+    with tracking.stage_run("train", "exp-system", "tiny", {}) as run:
+        tracking.log_datasets({"processed/train": tmp_path / "train.jsonl", "B": tmp_path / "B.tsv"}, "training")
+        time.sleep(2.5)
+    client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
+    finished = client.get_run(run.info.run_id)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(finished.data.metrics)
+    inputs = {i.dataset.name: i for i in finished.inputs.dataset_inputs}
+    assert set(inputs) == {"processed/train", "B"}
+    train = inputs["processed/train"]
+    assert train.dataset.digest == hashlib.md5((tmp_path / "train.jsonl").read_bytes()).hexdigest()
+    tags = {t.key: t.value for t in train.tags}
+    assert tags["rows"] == "3" and tags["mlflow.data.context"] == "training"
+    assert {t.key: t.value for t in inputs["B"].tags}["rows"] == "2"
+    assert train.dataset.source.endswith("train.jsonl\"}")
