@@ -254,7 +254,11 @@ def stage_run(
     # In-process (a test, a notebook) the parent is the active run: MLflow needs nested=True for that.
     nested = mlflow.active_run() is not None
     # System metrics (CPU, memory, disk; GPU where nvidia-ml-py is installed, the gpu extra) every
-    # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default, 10) while the stage runs.
+    # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default, 10) while the stage runs; its
+    # monitor's start and stop messages kept off the stage's output.
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     if continue_run:
         run = mlflow.start_run(run_id=continue_run, nested=nested, log_system_metrics=True)
         mlflow.set_tags({PID_TAG: tags[PID_TAG], HOST_TAG: tags[HOST_TAG]})
