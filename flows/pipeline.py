@@ -26,10 +26,12 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,10 +109,25 @@ def repro(stage: str, folder: Path) -> bool:
     output = []
     log_file = folder / ".work" / "logs" / f"{stage}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc, lines), daemon=True).start()
     shown_progress = 0.0
+    last_shown = started = time.monotonic()
     try:
         with log_file.open("w", encoding="utf-8") as log:
-            for line in proc.stdout:  # text mode: a progress bar's every redraw (\r) is a line of its own
+            while True:
+                try:
+                    line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    # Nothing on the console for HEARTBEAT_S (a stage importing ms-swift, loading weights):
+                    # a line that says the stage is alive, on the console only.
+                    if time.monotonic() - last_shown >= HEARTBEAT_S:
+                        last_shown = time.monotonic()
+                        logger.info(f"[satori] {stage}: still running ({last_shown - started:.0f} s)",
+                                    extra={CONSOLE_DETAIL: False, PROGRESS_ONLY: True})  # fmt: skip
+                    continue
+                if line is None:
+                    break
                 log.write(line)
                 log.flush()
                 output.append(line)
@@ -120,11 +137,14 @@ def repro(stage: str, folder: Path) -> bool:
                     # long, never a flood; the run log and .work/logs keep the stage's own lines.
                     now = time.monotonic()
                     if now - shown_progress >= PROGRESS_EVERY_S or text.lstrip().startswith("100%"):
-                        shown_progress = now
+                        shown_progress = last_shown = now
                         logger.info(text.strip(), extra={CONSOLE_DETAIL: False, PROGRESS_ONLY: True})
                     continue
                 # Every other line reaches the Prefect run log as it comes; the console shows the stage's own.
-                logger.info(text, extra={CONSOLE_DETAIL: not any(mark in text for mark in CONSOLE_LINES)})
+                detail = not any(mark in text for mark in CONSOLE_LINES)
+                if not detail:
+                    last_shown = time.monotonic()
+                logger.info(text, extra={CONSOLE_DETAIL: detail})
         proc.wait()
     except BaseException:
         _stop(proc)
@@ -143,6 +163,7 @@ PROGRESS_ONLY = "satori_progress"  # a progress bar's redraw: the console shows 
 # tqdm's bar as ms-swift, transformers and VLMEvalKit print it: " 42%|████      | 21/50 [00:10<00:14, ...]"
 PROGRESS_BAR = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+")
 PROGRESS_EVERY_S = 5.0
+HEARTBEAT_S = 8.0  # the console is never silent longer than this (and a second) while a stage runs
 
 
 class _HideDetail(logging.Filter):
@@ -178,6 +199,13 @@ def _stop(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def _read_lines(proc: subprocess.Popen, lines: queue.Queue) -> None:
+    """The stage's output, line by line (text mode: a progress bar's every redraw, \\r, is a line), then None."""
+    for line in proc.stdout:
+        lines.put(line)
+    lines.put(None)
 
 
 def run_stage(stage: str, folder: str) -> bool:

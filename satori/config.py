@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from satori.resize import seen_size
+from satori.resize import IMAGE_FACTOR, seen_size
 from satori.reward_registry import REWARD_NAMES
 
 # The checkout this package lies in: for tests and benchmarks. Stages never use it; they read and
@@ -72,6 +72,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+def check_pixel_limits(min_pixels: int, max_pixels: int) -> None:
+    """Ordered, and whole numbers of image tokens: ms-swift passes MIN_PIXELS / MAX_PIXELS to qwen-vl-utils as
+    token counts (pixels // 28², rounded down), so any other value would train on other limits than the
+    rewards, the galleries and the evaluation use."""
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value % (IMAGE_FACTOR * IMAGE_FACTOR):
+            tokens = max(1, value // (IMAGE_FACTOR * IMAGE_FACTOR))
+            raise ValueError(f"{name} ({value}) is not a multiple of 28 * 28 = 784 (one image token); "
+                             f"e.g. {tokens * IMAGE_FACTOR * IMAGE_FACTOR} ({tokens} tokens)")  # fmt: skip
+
+
 class VisionParams(Section):
     """Pixel limits of the image processor (MIN_PIXELS / MAX_PIXELS), shared by every stage."""
 
@@ -80,8 +93,7 @@ class VisionParams(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> VisionParams:
-        if self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        check_pixel_limits(self.min_pixels, self.max_pixels)
         return self
 
     def seen_size(self, width: int, height: int) -> tuple[int, int] | None:
@@ -284,8 +296,7 @@ class EvaluateParams(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> EvaluateParams:
-        if self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        check_pixel_limits(self.min_pixels, self.max_pixels)
         return self
 
 

@@ -37,6 +37,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def swift_pixel_limits(monkeypatch):
+    """Set MIN_PIXELS / MAX_PIXELS as the train stage does, for ms-swift's next get_processor. ms-swift turns
+    them into token counts and writes those into qwen_vl_utils once per process; both are undone after the
+    test, so every test's limits are read anew."""
+    from qwen_vl_utils import vision_process
+
+    def set_limits(min_pixels: int, max_pixels: int) -> None:
+        monkeypatch.setenv("USE_HF", "1")
+        monkeypatch.setenv("MIN_PIXELS", str(min_pixels))
+        monkeypatch.setenv("MAX_PIXELS", str(max_pixels))
+        for name in ("IMAGE_MIN_TOKEN_NUM", "IMAGE_MAX_TOKEN_NUM"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.setattr(vision_process, name, getattr(vision_process, name))
+        # Absent after the test whether or not it was before: ms-swift patches again on its next call.
+        monkeypatch.setattr(vision_process, "_patch", True, raising=False)
+        monkeypatch.delattr(vision_process, "_patch")
+
+    return set_limits
+
+
 def copy_checkout(dest: Path) -> Path:
     """The project's files (tracked and untracked-but-not-ignored) copied to dest, as a fresh git repo."""
     from flows.pipeline import checkout_files

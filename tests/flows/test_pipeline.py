@@ -405,6 +405,32 @@ def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monk
     assert "100%|" in (tmp_path / ".work/logs/evaluate.log").read_text()  # the stage's log keeps everything
 
 
+def test_a_silent_stage_gets_a_heartbeat_on_the_console_only(monkeypatch, tmp_path):
+    import logging
+    import subprocess
+    import sys
+
+    script = "import time\nprint('[satori] loading', flush=True)\ntime.sleep(3.5)\nprint('[satori] done', flush=True)\n"
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
+    monkeypatch.setattr(pipeline, "HEARTBEAT_S", 1.0)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("test-heartbeat")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
+    pipeline.repro("train", tmp_path)
+    console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
+    beats = [line for line in console if line.startswith("[satori] train: still running (")]
+    assert console[0] == "[satori] loading" and console[-1] == "[satori] done" and 2 <= len(beats) <= 4
+    assert [r.getMessage() for r in records if pipeline._HideProgress().filter(r)] == ["[satori] loading", "[satori] done"]
+
+
 def test_the_prefect_cli_and_the_flow_share_one_prefect_home(tmp_path):
     import os
     import subprocess

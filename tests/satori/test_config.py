@@ -91,8 +91,17 @@ def test_missing_key_is_named(tmp_path):
 
 
 def test_pixel_limits_must_be_ordered(tmp_path):
-    path = write_params(tmp_path, lambda raw: raw["tiny"]["vision"].update(min_pixels=10**7))
-    with pytest.raises(ParamsError, match=r"tiny\.vision: min_pixels \(10000000\) must not exceed"):
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["vision"].update(min_pixels=784 * 10**4))
+    with pytest.raises(ParamsError, match=r"tiny\.vision: min_pixels \(7840000\) must not exceed"):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("section", ["vision", "evaluate"])
+def test_pixel_limits_are_whole_image_tokens(tmp_path, section):
+    """ms-swift hands qwen-vl-utils MAX_PIXELS // 784 tokens: 50000 would train at 49,392 pixels."""
+    path = write_params(tmp_path, lambda raw: raw["tiny"][section].update(max_pixels=50000))
+    with pytest.raises(ParamsError, match=rf"tiny\.{section}: max_pixels \(50000\) is not a multiple of 28 \* 28 = 784 "
+                                          r"\(one image token\); e.g. 49392 \(63 tokens\)"):  # fmt: skip
         load_profile(path)
 
 
@@ -152,8 +161,8 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
 
 
 def test_evaluate_pixel_limits_must_be_ordered_and_val_fraction_above_zero(tmp_path):
-    path = write_params(tmp_path, lambda raw: raw["tiny"]["evaluate"].update(min_pixels=60000, max_pixels=50000))
-    with pytest.raises(ParamsError, match=r"tiny\.evaluate: min_pixels \(60000\) must not exceed max_pixels \(50000\)"):
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["evaluate"].update(min_pixels=784 * 80, max_pixels=784 * 64))
+    with pytest.raises(ParamsError, match=r"tiny\.evaluate: min_pixels \(62720\) must not exceed max_pixels \(50176\)"):
         load_profile(path)
     path = write_params(tmp_path, lambda raw: raw["tiny"]["preprocess"].update(val_fraction=0.0))
     with pytest.raises(ParamsError, match="tiny: preprocess.val_fraction: 0 leaves no validation split"):

@@ -141,7 +141,7 @@ def test_every_label_s_scoring_rule_names_its_prompt_and_answer_rule():
     from satori.config import EvaluateParams
     from satori.scoring import scoring_rules
 
-    params = EvaluateParams(batch_size=1, max_new_tokens=8, min_pixels=4, max_pixels=8)
+    params = EvaluateParams(batch_size=1, max_new_tokens=8, min_pixels=784, max_pixels=1568)
     rules = scoring_rules(params)
     assert list(rules) == ["base", "base_no_instruction", "trained"]
     assert rules["base"] == rules["trained"] == (

@@ -17,14 +17,13 @@ def compact_model(folder: Path) -> Path:
     return folder
 
 
-def test_ms_swift_encodes_a_compact_model_s_image_with_its_own_image_id(tmp_path, monkeypatch):
+def test_ms_swift_encodes_a_compact_model_s_image_with_its_own_image_id(tmp_path, swift_pixel_limits):
     from swift.model import get_processor
     from swift.template import get_template
 
     from satori import swift_template  # noqa: F401  registers the template, as --external_plugins does
 
-    monkeypatch.setenv("USE_HF", "1")
-    monkeypatch.setenv("MAX_PIXELS", "50176")  # as the train stage sets it (vision.max_pixels)
+    swift_pixel_limits(3136, 50176)  # as the train stage sets them (vision)
     model = compact_model(tmp_path / "m")
     processor = get_processor(str(model), model_type="qwen2_5_vl")
     template = get_template(processor, template_type=TOKENIZER_IDS_TEMPLATE)
