@@ -368,12 +368,31 @@ def test_the_console_table_shows_base_against_trained_and_the_answers_by_letter(
     assert row.split() == ["B", "43.8", "75.0", "+31.2", "A", "25%", "C", "75%", "|", "A", "50%", "D", "50%"]
 
 
-def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monkeypatch, tmp_path):
-    """A stage's tqdm bar redraws (\\r) many times a second: the console shows one every PROGRESS_EVERY_S and
-    the last, so it is never silent long; the run log (Prefect's API handler) gets the stage's own lines only."""
+def repro_records(monkeypatch, folder, stage: str, script: str) -> list:
+    """The log records `repro(stage)` makes when the stage is a Python script (instead of `dvc repro`)."""
     import logging
     import subprocess
     import sys
+
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger(f"test-repro-{stage}")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
+    pipeline.repro(stage, folder)
+    return records
+
+
+def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monkeypatch, tmp_path):
+    """A stage's tqdm bar redraws (\\r) many times a second: the console shows one every PROGRESS_EVERY_S and
+    the last, so it is never silent long; the run log (Prefect's API handler) gets the stage's own lines only."""
 
     script = (
         "import sys, time\n"
@@ -383,19 +402,7 @@ def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monk
         "    time.sleep(0.01)\n"
         "print('\\nsome detail line', flush=True)\n"
     )
-    real_popen = subprocess.Popen
-    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger("test-progress")
-    logger.addHandler(Keep())
-    logger.setLevel(logging.INFO)
-    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
-    pipeline.repro("evaluate", tmp_path)
+    records = repro_records(monkeypatch, tmp_path, "evaluate", script)
     progress = [r.getMessage() for r in records if getattr(r, pipeline.PROGRESS_ONLY, False)]
     assert len(progress) == 2 and progress[0].startswith("5%|#|") and progress[1].startswith("100%|")
     console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
@@ -406,25 +413,10 @@ def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monk
 
 
 def test_a_silent_stage_gets_a_heartbeat_on_the_console_only(monkeypatch, tmp_path):
-    import logging
-    import subprocess
-    import sys
 
     script = "import time\nprint('[satori] loading', flush=True)\ntime.sleep(3.5)\nprint('[satori] done', flush=True)\n"
-    real_popen = subprocess.Popen
-    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
     monkeypatch.setattr(pipeline, "HEARTBEAT_S", 1.0)
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger("test-heartbeat")
-    logger.addHandler(Keep())
-    logger.setLevel(logging.INFO)
-    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
-    pipeline.repro("train", tmp_path)
+    records = repro_records(monkeypatch, tmp_path, "train", script)
     console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
     beats = [line for line in console if line.startswith("[satori] train: still running (")]
     assert console[0] == "[satori] loading" and console[-1] == "[satori] done" and 2 <= len(beats) <= 4
