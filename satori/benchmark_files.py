@@ -1,4 +1,4 @@
-"""Checking a benchmark TSV (VLMEvalKit's multiple-choice layout) before any model is loaded.
+"""Checking a benchmark TSV (VLMEvalKit's multiple-choice or free-form layout) before any model is loaded.
 
 VLMEvalKit fails late and far from the cause on a broken file (a bare AssertionError
 in image_base.py for an image that does not decode, a pandas KeyError 17 frames deep
@@ -42,21 +42,22 @@ def _decodes(data: bytes) -> str | None:
     return None
 
 
-def validate_benchmark_folder(folder: Path, names: list[str]) -> dict[str, int]:
-    """Check the TSV of every named benchmark in folder (as fetch_benchmarks checks what it fetched): rows per
-    benchmark; raises BenchmarkFileError naming the file, row and column. The evaluate stages call it before
-    they load a model, so a file edited or broken since it was fetched fails in seconds."""
+def validate_benchmark_folder(folder: Path, specs: list) -> dict[str, int]:
+    """Check the TSV of every benchmark (BenchmarkSpec) in folder (as fetch_benchmarks checks what it fetched):
+    rows per benchmark; raises BenchmarkFileError naming the file, row and column. The evaluate stages call it
+    before they load a model, so a file edited or broken since it was fetched fails in seconds."""
     rows = {}
-    for name in names:
-        path = folder / f"{name}.tsv"
+    for spec in specs:
+        path = folder / f"{spec.name}.tsv"
         if not path.is_file():
-            raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {name!r})")
-        rows[name] = validate_benchmark_tsv(path)
+            raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {spec.name!r})")
+        rows[spec.name] = validate_benchmark_tsv(path, free_form=spec.free_form)
     return rows
 
 
-def validate_benchmark_tsv(path: Path) -> int:
-    """Check every row of a benchmark TSV; returns the number of rows, raises BenchmarkFileError."""
+def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:
+    """Check every row of a benchmark TSV, multiple-choice (option columns A, B, ...; the answer one of them) or
+    free-form (the answer a non-empty text); returns the number of rows, raises BenchmarkFileError."""
     import pandas as pd
 
     try:
@@ -64,13 +65,17 @@ def validate_benchmark_tsv(path: Path) -> int:
     except Exception as err:
         raise BenchmarkFileError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    layout = "a free-form benchmark" if free_form else "a multiple-choice benchmark"
     if missing:
         raise BenchmarkFileError(
-            f"{path}: column(s) {missing} missing; a multiple-choice benchmark needs {list(REQUIRED_COLUMNS)} "
-            f"and option columns A, B, ...; it has {list(table.columns)}"
+            f"{path}: column(s) {missing} missing; {layout} needs {list(REQUIRED_COLUMNS)}"
+            f"{'' if free_form else ' and option columns A, B, ...'}; it has {list(table.columns)}"
         )
     options = [c for c in OPTION_COLUMNS if c in table.columns]
-    if len(options) < 2:
+    if free_form and options:
+        # VLMEvalKit would take it for a multiple-choice benchmark (it has columns A and B).
+        raise BenchmarkFileError(f"{path}: option columns {options} in a free-form benchmark; it has {list(table.columns)}")
+    if not free_form and len(options) < 2:
         raise BenchmarkFileError(f"{path}: fewer than two option columns (A, B, ...); it has {list(table.columns)}")
     if len(table) == 0:
         raise BenchmarkFileError(f"{path}: no rows")
@@ -84,7 +89,10 @@ def validate_benchmark_tsv(path: Path) -> int:
         if not record["question"].strip():
             raise BenchmarkFileError(f"{where}, column 'question': empty")
         answer = record["answer"].strip()
-        if answer not in options or not record[answer].strip():
+        if free_form:
+            if not answer:
+                raise BenchmarkFileError(f"{where}, column 'answer': empty")
+        elif answer not in options or not record[answer].strip():
             offered = [c for c in options if record[c].strip()]
             raise BenchmarkFileError(f"{where}, column 'answer': {answer!r} is not one of the row's options {offered}")
         image = record["image"].strip()

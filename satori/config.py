@@ -164,10 +164,22 @@ class BaseModelParams(Section):
 
 class BenchmarkSpec(Section):
     name: str
-    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "official"]
+    # synthetic_vqa: free-form questions (no options), the non-multiple-choice path at tiny scale.
+    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", "official"]
     questions: int = Field(default=0, ge=0)
     seed: int = 0
     task: Literal["shapes", "color_cue"] = "shapes"  # of a synthetic kind: satori.synthetic.TASKS
+
+    @property
+    def free_form(self) -> bool:
+        return self.kind == "synthetic_vqa"
+
+    @model_validator(mode="after")
+    def _scorable(self) -> BenchmarkSpec:
+        from satori.scoring import benchmark_rule  # satori.scoring imports this module
+
+        benchmark_rule(self.name, self.kind)  # a benchmark only an LLM judge can score fails here, named
+        return self
 
 
 class BenchmarksParams(Section):

@@ -25,7 +25,7 @@ from typing import Any
 
 from satori.config import BenchmarksParams, EvaluateParams, load_profile, system_prompt
 from satori.files import write_json
-from satori.scoring import scoring_rule
+from satori.scoring import benchmark_rules, scoring_rule
 
 
 def stage_data_root(benchmark_dir: Path, scratch: Path) -> Path:
@@ -52,9 +52,12 @@ def category_accuracies(acc_table) -> dict[str, float]:
 
 
 def _main_row(acc_table):
+    """The row a benchmark reports: MMMU's validation split (as its papers report it), else MMBench's dev split."""
     if "split" in acc_table and len(acc_table) > 1:
-        dev = acc_table[acc_table["split"].astype(str).str.contains("dev")]
-        acc_table = dev if len(dev) else acc_table
+        splits = acc_table["split"].astype(str)
+        for chosen in (acc_table[splits == "validation"], acc_table[splits.str.contains("dev")]):
+            if len(chosen):
+                return chosen.iloc[0]
     return acc_table.iloc[0]
 
 
@@ -125,7 +128,8 @@ def evaluate_variant(
             for record in records:
                 f.write(json.dumps({**record, "index": int(record["index"])}) + "\n")
         pred_file = api.get_pred_file_path(str(out_dir), model_name, spec.name)
-        acc = dataset.evaluate(pred_file, model="exact_matching", nproc=1)
+        # VLMEvalKit's own scoring; a free-form benchmark of its own (CustomVQADataset) has none: its VQA rule.
+        acc = free_form_accuracy(pred_file) if spec.free_form else dataset.evaluate(pred_file, model="exact_matching", nproc=1)
         results[spec.name] = {
             "accuracy": overall_accuracy(acc),
             "answer_shares": answer_shares(records),
@@ -135,6 +139,29 @@ def evaluate_variant(
             "predictions": len(records),
         }
     return results
+
+
+def free_form_accuracy(pred_file: str):
+    """A free-form prediction table scored by VLMEvalKit's VQA 'accuracy' rule (satori.scoring.FREE_FORM_RULE): an
+    acc table as VLMEvalKit's MCQ scoring returns one (one row: Overall and each category, fractions), also
+    written beside the predictions as <pred>_acc.csv."""
+    import pandas as pd
+
+    from satori.vlmeval_compat import vlmeval_api
+
+    api = vlmeval_api()
+    data = api.load(pred_file)
+    hit = [
+        max(api.vqa_process_line({"answer": str(answer), "prediction": str(prediction)}, method="accuracy")["match"])
+        for answer, prediction in zip(data["answer"], data["prediction"])
+    ]
+    data["hit"] = hit
+    row = {"Overall": float(data["hit"].mean())}
+    if "category" in data:
+        row.update({str(k): float(v) for k, v in data.groupby("category")["hit"].mean().items()})
+    acc = pd.DataFrame([row])
+    acc.to_csv(Path(pred_file).with_name(Path(pred_file).stem + "_acc.csv"), index=False)
+    return acc
 
 
 def answer_shares(records: list[dict]) -> dict[str, float]:
@@ -202,7 +229,7 @@ def score_model(
 
     Returns {label: {benchmark: {accuracy, categories, answer_tag_rate, ...}}}; VLMEvalKit's
     prediction and accuracy tables and the raw completions are copied to report_dir, with
-    scoring.json: how each label's numbers were made (scoring_rule).
+    scoring.json: how each label's numbers were made (scoring_rule) and each benchmark's answers matched.
     """
     nproc = params.nproc_per_node
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -223,7 +250,8 @@ def score_model(
             if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
                 shutil.copy2(produced, report_dir / f"{label}_{produced.name}")  # see reported_completions
     rules = {label: scoring_rule(instructed, params.answer_extraction) for label, instructed in variants.items()}
-    write_json(report_dir / "scoring.json", rules)
+    _, profile = load_profile()
+    write_json(report_dir / "scoring.json", {"labels": rules, "benchmarks": benchmark_rules(profile.benchmarks)})
     return scores
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from satori.config import PARAMS_FILE, SATORI_INSTRUCTION, Profile, PublishParams, read_params
-from satori.scoring import scoring_rules
+from satori.scoring import benchmark_rules, scoring_rules
 from satori.files import SOURCE_FILE
 from satori.lineage import code_revision
 
@@ -28,17 +28,19 @@ PAPER_RESULTS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": {
         "MMBench_DEV_EN": {"base": 60.8, "trained": 76.9},
         "MMStar": {"base": 56.3, "trained": 56.7},
+        "MMMU_DEV_VAL": {"base": 51.2, "trained": 56.9},  # the paper's "MMMU": its validation split
     },
 }
 # Said under every table: the paper's base row was a plain model scored as VLMEvalKit scores any model.
 PAPER_NOTE = "The paper's columns are the SATORI-R1 project page's table (base: the plain model, as VLMEvalKit scores it)."
 
 
-def scoring_lines(params) -> list[str]:
-    """How each column's numbers were made (satori.evaluation.scoring_rules), one bullet per label."""
+def scoring_lines(params, benchmarks) -> list[str]:
+    """How each column's numbers were made (satori.scoring.scoring_rules), one bullet per label, then how each
+    benchmark's answers were matched (satori.scoring.benchmark_rules)."""
     names = {"base": "Base", "trained": "Trained", "base_no_instruction": "Base, no SATORI instruction"}
-    rules = scoring_rules(params)
-    return [f"- {names[label]}: {rule}." for label, rule in rules.items()] + ["- VLMEvalKit's exact matching."]
+    lines = [f"- {names[label]}: {rule}." for label, rule in scoring_rules(params).items()]
+    return lines + [f"- {name}: {rule}." for name, rule in benchmark_rules(benchmarks).items()]
 
 
 def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) -> str:
@@ -104,7 +106,7 @@ def model_card(
         "",
         evaluation_table(evaluation, base_id),
         "",
-        *scoring_lines(profile.evaluate),
+        *scoring_lines(profile.evaluate, profile.benchmarks),
         *(["", PAPER_NOTE] if base_id in PAPER_RESULTS else []),
         "",
         "Per category:",
@@ -144,6 +146,7 @@ HUB_BENCHMARKS = {
     "MMBench_DEV_EN": ("lmms-lab/MMBench", "dev"),
     "MMBench_DEV_EN_V11": ("lmms-lab/MMBench", "dev"),
     "MMStar": ("Lin-Chen/MMStar", "val"),
+    "MMMU_DEV_VAL": ("MMMU/MMMU", "validation"),
 }
 
 

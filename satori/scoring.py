@@ -32,3 +32,54 @@ def base_variants(params: EvaluateParams) -> dict[str, bool]:
     if params.satori_instruction:
         runs["base_no_instruction"] = False
     return runs
+
+
+# How each benchmark's answers are matched (VLMEvalKit 0.0.19, no judge model: model="exact_matching").
+MCQ_RULE = "VLMEvalKit's multiple-choice exact matching (the option's letter, or its text), no judge model"
+CIRCULAR = "; circular: a question counts when every rotation of its options is answered right"
+FREE_FORM_RULE = (
+    "free-form: the answer equal to the reference, case and surrounding space aside (VLMEvalKit's VQA "
+    "'accuracy' rule, as it scores GQA and OCRVQA), no judge model"
+)
+OFFICIAL_RULES = {
+    "MMBench_DEV_EN": MCQ_RULE + CIRCULAR,
+    "MMBench_DEV_EN_V11": MCQ_RULE + CIRCULAR,
+    "MMStar": MCQ_RULE + ", per question",
+    "MMMU_DEV_VAL": MCQ_RULE + ", per question (VLMEvalKit's MMMU split: its multiple-choice questions)",
+}
+# Benchmarks of the paper's table whose VLMEvalKit scoring asks an LLM judge (GPT, through the OpenAI API)
+# to extract the answer before matching it: none can be scored offline, and a local rule would be another
+# number than the paper's.
+JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse", "WeMath", "OlympiadBench")
+
+
+class JudgeRequired(ValueError):
+    """An official benchmark VLMEvalKit scores only with an LLM judge."""
+
+
+def benchmark_rule(name: str, kind: str) -> str:
+    """How a benchmark's answers are matched; JudgeRequired for a benchmark that needs an LLM judge."""
+    if kind == "synthetic_vqa":
+        return FREE_FORM_RULE
+    if kind == "synthetic_mmbench":
+        return MCQ_RULE + CIRCULAR
+    if kind == "synthetic_mmstar":
+        return MCQ_RULE + ", per question"
+    if name.startswith(JUDGED_PREFIXES):
+        raise JudgeRequired(
+            f"benchmark {name}: VLMEvalKit scores it with an LLM judge (GPT through the OpenAI API, "
+            f"OPENAI_API_KEY) that extracts each answer; this pipeline scores without one, offline, so it "
+            f"cannot report {name} as the paper did. Remove it from benchmarks.items (offline rules: "
+            f"{', '.join(OFFICIAL_RULES)})"
+        )
+    if name not in OFFICIAL_RULES:
+        raise JudgeRequired(
+            f"benchmark {name}: no offline scoring rule is known for it here (known: {', '.join(OFFICIAL_RULES)}); "
+            f"add it to satori.scoring.OFFICIAL_RULES once its VLMEvalKit evaluate() is checked to need no judge"
+        )
+    return OFFICIAL_RULES[name]
+
+
+def benchmark_rules(benchmarks) -> dict[str, str]:
+    """benchmark -> benchmark_rule, for every benchmark of a profile (BenchmarksParams)."""
+    return {spec.name: benchmark_rule(spec.name, spec.kind) for spec in benchmarks.items}

@@ -228,6 +228,23 @@ def benchmark_rows(
     return rows
 
 
+def free_form_rows(*, questions: int, seed: int) -> list[dict]:
+    """Free-form (VQA-type) rows in VLMEvalKit's TSV columns, no options: a shape's colour or how many shapes
+    there are, the answer one word or number (scored by exact match, see satori.scoring.FREE_FORM_RULE)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(questions):
+        scene = random_scene(rng)
+        target = rng.choice(scene.shapes)
+        if rng.random() < 0.5:
+            question, answer, category = f"What color is the {target.kind}? Answer with one word.", target.color, "color"
+        else:
+            question, answer, category = "How many shapes are in the image? Answer with a number.", str(len(scene.shapes)), "count"
+        rows.append({"index": i, "question": question, "answer": answer, "category": category,
+                     "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
 def _shapes_question(rng: random.Random, scene: Scene) -> tuple[str, list[str], str, str, str]:
     """A shapes-task benchmark question: (question, options, correct letter, category, l2 category)."""
     target = rng.choice(scene.shapes)

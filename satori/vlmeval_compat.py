@@ -33,14 +33,17 @@ def vlmeval_api() -> SimpleNamespace:
     """
     import_vlmeval()
     from vlmeval.dataset import build_dataset
+    from vlmeval.dataset.utils.vqa_eval import process_line
     from vlmeval.inference import infer_data_job
-    from vlmeval.smp import get_pred_file_path
+    from vlmeval.smp import get_pred_file_path, load
     from vlmeval.vlm.base import BaseModel
 
     return SimpleNamespace(
         build_dataset=build_dataset,
         infer_data_job=infer_data_job,
         get_pred_file_path=get_pred_file_path,
+        load=load,
+        vqa_process_line=process_line,
         BaseModel=BaseModel,
     )
 

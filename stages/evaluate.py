@@ -12,7 +12,7 @@ import json
 from satori import tracking
 from satori.benchmark_files import validate_benchmark_folder
 from satori.evaluation import reported_completions, score_model, summarize
-from satori.scoring import scoring_rules
+from satori.scoring import benchmark_rules, scoring_rules
 from satori.files import atomic_dir, write_json
 from satori.gallery import draw, evaluation_samples, grid, save_png
 from satori.stage import Stage, run_main
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args, params, benchmarks = stage.args, stage.read("evaluate"), stage.read("benchmarks")
     # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
-    validate_benchmark_folder(args.benchmarks, [spec.name for spec in benchmarks.items])
-    with stage.run(scoring=scoring_rules(params)):
+    validate_benchmark_folder(args.benchmarks, benchmarks.items)
+    with stage.run(scoring=scoring_rules(params), benchmark_scoring=benchmark_rules(benchmarks)):
         tracking.log_datasets({spec.name: args.benchmarks / f"{spec.name}.tsv" for spec in benchmarks.items}, "evaluation")
         base_scores = json.loads(args.base_scores.read_text(encoding="utf-8"))
         tracking.say(f"scoring {args.model} on {len(benchmarks.items)} benchmark(s)")

@@ -143,6 +143,7 @@ def test_the_control_reused_the_default_run_s_data_base_model_and_base_scores(ru
     assert results["control"]["ran"] == {
         "watch_mirrors": True, "fetch_dataset": False, "fetch_base_model": False, "fetch_benchmarks": False,
         "preprocess": False, "train": True, "evaluate_base": False, "evaluate": True, "publish": True,
+        "record_run": True,
     }  # fmt: skip
 
 

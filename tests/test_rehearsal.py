@@ -123,8 +123,32 @@ def test_the_lora_variant_exports_merged_weights_that_evaluate_and_publish_use(r
     delta = adapter[a_key.replace("lora_A", "lora_B")] @ adapter[a_key] * (config["lora_alpha"] / config["r"])
     assert torch.allclose(merged[weight_key], base[weight_key] + delta, atol=1e-6)
     evaluation = json.loads((run_dir / "reports/evaluate.json").read_text())
-    assert set(evaluation) == {"SatoriTiny_MMBench", "SatoriTiny_MMStar"}
+    assert set(evaluation) == {"SatoriTiny_MMBench", "SatoriTiny_MMStar", "SatoriTiny_VQA"}
     assert (run_dir / "publish/hub/README.md").is_file()
+
+
+def test_a_free_form_benchmark_is_scored_by_exact_match_recomputed_from_its_predictions(rehearsal):
+    """The non-multiple-choice path: VLMEvalKit's custom VQA dataset, answered by the adapter, scored by the
+    VQA accuracy rule; here recomputed from the prediction tables and the benchmark's own answers."""
+    import pandas as pd
+
+    repo, *_ = rehearsal
+    run_dir = repo / ".runs/rehearsal"
+    truth = pd.read_csv(run_dir / "data/benchmarks/SatoriTiny_VQA.tsv", sep="\t", dtype=str).set_index("index")
+    assert "A" not in truth.columns and set(truth["category"]) == {"color", "count"}
+    evaluation = json.loads((run_dir / "reports/evaluate.json").read_text())["SatoriTiny_VQA"]
+    for label, report in (("base", "evaluate_base"), ("trained", "evaluate")):
+        table = pd.read_csv(run_dir / f"reports/{report}/{label}_satori-{label}_SatoriTiny_VQA.tsv", sep="\t",
+                            dtype=str, keep_default_na=False).set_index("index")  # fmt: skip
+        assert len(table) == len(truth) == 16
+        right = [table.loc[i, "prediction"].strip().lower() == truth.loc[i, "answer"].strip().lower() for i in truth.index]
+        assert evaluation[label] == pytest.approx(sum(right) / len(right))
+        by_category = {c: [r for r, i in zip(right, truth.index) if truth.loc[i, "category"] == c] for c in ("color", "count")}
+        for category, hits in by_category.items():
+            assert evaluation["categories"][category][label] == pytest.approx(sum(hits) / len(hits))
+    rules = json.loads((run_dir / "reports/evaluate/scoring.json").read_text())["benchmarks"]
+    assert rules["SatoriTiny_VQA"].startswith("free-form: the answer equal to the reference")
+    assert "no judge model" in rules["SatoriTiny_MMBench"]
 
 
 def test_evaluation_ran_on_two_processes_and_scored_every_question(rehearsal):

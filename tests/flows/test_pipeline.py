@@ -445,3 +445,26 @@ def test_the_artifact_links_the_mlflow_run_on_a_server():
     assert f"MLflow: [{url}]({url})" in pipeline.evaluation_markdown("tiny", evaluation, {"train": True}, url)
     local = "run `tiny-1` (abc); open with `mlflow ui --backend-store-uri sqlite:///m.db`"
     assert f"MLflow: {local}\n" in pipeline.evaluation_markdown("tiny", evaluation, {"train": True}, local)
+
+
+@pytest.mark.slow
+def test_a_flow_starts_its_temporary_prefect_server_on_a_saturated_machine(tmp_path):
+    """Every core busy twice over and a fresh Prefect database to migrate: the flow's temporary server still
+    comes up (Prefect's own 20 s wait failed so on a loaded machine)."""
+    import os
+    import subprocess
+    import sys
+
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
+    script = "import flows.pipeline\nfrom prefect import flow\n\n@flow\ndef hello():\n    return 42\n\nprint('result', hello())\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # a database the server has to create first
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "result 42" in done.stdout

@@ -22,10 +22,69 @@ def test_extract_answer(completion, answer):
     assert extract_answer(completion) == answer
 
 
-def test_overall_accuracy_prefers_the_dev_split():
+def test_overall_accuracy_prefers_mmmu_s_validation_then_mmbench_s_dev_split():
     table = pd.DataFrame({"split": ["dev", "test"], "Overall": [0.25, 0.75]})
     assert evaluate.overall_accuracy(table) == 0.25
     assert evaluate.overall_accuracy(pd.DataFrame({"split": ["none"], "Overall": [0.5]})) == 0.5
+    mmmu = pd.DataFrame({"split": ["dev", "validation"], "Overall": [0.4, 0.6], "Art": [0.1, 0.2]})
+    assert evaluate.overall_accuracy(mmmu) == 0.6 and evaluate.category_accuracies(mmmu) == {"Art": 0.2}
+
+
+def test_free_form_predictions_are_scored_by_case_insensitive_exact_match(tmp_path):
+    preds = pd.DataFrame({
+        "index": [0, 1, 2, 3, 4],
+        "question": ["q"] * 5,
+        "answer": ["red", "3", "blue", "2", "green"],
+        "prediction": [" Red ", "3", "a blue one", " ", "GREEN"],  # " ": no <answer> block (official rule)
+        "category": ["color", "count", "color", "count", "color"],
+    })  # fmt: skip
+    pred_file = tmp_path / "satori-trained_B.tsv"
+    preds.to_csv(pred_file, sep="\t", index=False)
+    acc = evaluate.free_form_accuracy(str(pred_file))
+    assert evaluate.overall_accuracy(acc) == pytest.approx(3 / 5)
+    assert evaluate.category_accuracies(acc) == pytest.approx({"color": 2 / 3, "count": 1 / 2})
+    written = pd.read_csv(tmp_path / "satori-trained_B_acc.csv")
+    assert written["Overall"].tolist() == pytest.approx([3 / 5])
+
+
+def test_free_form_rows_validate_and_a_multiple_choice_layout_is_not_taken_for_one(tmp_path):
+    from satori import synthetic
+    from satori.benchmark_files import BenchmarkFileError, validate_benchmark_tsv
+
+    rows = synthetic.free_form_rows(questions=12, seed=3)
+    assert {r["category"] for r in rows} == {"color", "count"} and all("A" not in r for r in rows)
+    for row in rows:
+        assert row["answer"] in synthetic.COLORS or row["answer"] in {"2", "3"}
+    tsv = synthetic.write_benchmark_tsv(tmp_path / "V.tsv", rows)
+    assert validate_benchmark_tsv(tsv, free_form=True) == 12
+    with pytest.raises(BenchmarkFileError, match="fewer than two option columns"):
+        validate_benchmark_tsv(tsv)
+    rows[4]["answer"] = " "
+    synthetic.write_benchmark_tsv(tsv, rows)
+    with pytest.raises(BenchmarkFileError, match=r"V.tsv: row 4 \(index '4'\), column 'answer': empty"):
+        validate_benchmark_tsv(tsv, free_form=True)
+    mcq = synthetic.write_benchmark_tsv(tmp_path / "M.tsv", synthetic.benchmark_rows(questions=2, seed=0, circular=False, category_column="l2"))
+    with pytest.raises(BenchmarkFileError, match=r"option columns \['A', 'B', 'C', 'D'\] in a free-form benchmark"):
+        validate_benchmark_tsv(mcq, free_form=True)
+
+
+def test_every_benchmark_names_its_matching_rule_and_a_judged_one_fails_at_once(tmp_path):
+    from satori.config import BenchmarksParams, ParamsError, load_profile
+    from satori.scoring import benchmark_rules
+    from tests.satori.test_config import write_params
+
+    rules = benchmark_rules(BenchmarksParams(items=[
+        {"name": "MMBench_DEV_EN", "kind": "official"}, {"name": "MMStar", "kind": "official"},
+        {"name": "MMMU_DEV_VAL", "kind": "official"}, {"name": "V", "kind": "synthetic_vqa", "questions": 4},
+    ]))  # fmt: skip
+    assert "circular" in rules["MMBench_DEV_EN"] and "circular" not in rules["MMStar"]
+    assert all("no judge model" in rule for rule in rules.values())
+    assert rules["V"].startswith("free-form")
+    for name, says in (("MathVista_MINI", "VLMEvalKit scores it with an LLM judge"), ("MathVerse_MINI", "VLMEvalKit scores it with an LLM judge"),
+                       ("OCRBench", "no offline scoring rule is known for it here")):  # fmt: skip
+        path = write_params(tmp_path, lambda raw: raw["tiny"]["benchmarks"]["items"].append({"name": name, "kind": "official"}))
+        with pytest.raises(ParamsError, match=rf"tiny\.benchmarks\.items\.2: .*benchmark {name}: {says}"):
+            load_profile(path)
 
 
 class ScriptedVLM(SatoriVLM):

@@ -60,6 +60,9 @@ def test_model_card_names_model_data_code_and_rewards():
     assert "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |" in card
     assert f"`{'d' * 40}`" in card and f"`{'b' * 40}`" in card and f"`{'c' * 40}`" in card
     assert "`external_format`, `external_bbox_acc`, `extern_vqa_acc`" in card
+    # How each benchmark's answers were matched, one line each (the paper profile: MMBench circular, MMStar not).
+    assert "- MMBench_DEV_EN: VLMEvalKit's multiple-choice exact matching" in card and "circular" in card
+    assert "- MMStar: VLMEvalKit's multiple-choice exact matching (the option's letter, or its text), no judge model, per question." in card
 
 
 class FakeApi:

@@ -245,6 +245,22 @@ def test_official_benchmark_tsv_from_a_mirror_is_md5_checked(tmp_path):
     assert not (out / "MMStar.tsv").exists()
 
 
+@pytest.mark.parametrize("name", ["MMStar", "MMMU_DEV_VAL"])
+def test_official_benchmark_tsv_from_a_mirror_is_md5_checked_for_every_offline_benchmark(tmp_path, name):
+    """MMMU, of the paper's table, comes from a mirror folder as MMBench and MMStar do, checked against
+    VLMEvalKit's own md5 for it."""
+    from satori.vlmeval_compat import official_tsv
+
+    url, md5 = official_tsv(name)
+    assert url.endswith(f"{name}.tsv") and len(md5) == 32
+    mirror, out = tmp_path / "mirror", tmp_path / "out"
+    mirror.mkdir()
+    out.mkdir()
+    (mirror / f"{name}.tsv").write_text("index\tquestion\n1\tq\n")
+    with pytest.raises(hub.DownloadError, match=f"has md5 {file_md5(mirror / f'{name}.tsv')}, but VLMEvalKit expects {md5} for {name}"):
+        fetch_official_tsv(name, str(mirror), out)
+
+
 def test_official_benchmark_offline_without_a_mirror_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
