@@ -162,6 +162,7 @@ def test_mlflow_has_the_reward_curves_the_answer_shares_and_the_control_variant(
             assert parent.data.metrics[f"{name}.trained_answer_shares.{letter}"] == pytest.approx(share)
     control = client.get_run(results["control"]["mlflow_run_id"])
     assert control.data.tags["satori.variant"] == " ".join(CONTROL[3::2])
+    assert control.data.tags["satori.launched_by"] == "flow variant" and parent.data.tags["satori.launched_by"] == "flow"
     assert control.data.params["train.reward_control"] == "invert"
 
 
