@@ -47,12 +47,16 @@ def validate_benchmark_folder(folder: Path, specs: list) -> dict[str, int]:
     rows per benchmark; raises BenchmarkFileError naming the file, row and column. The evaluate stages call it
     before they load a model, so a file edited or broken since it was fetched fails in seconds."""
     rows = {}
-    for spec in specs:
-        path = folder / f"{spec.name}.tsv"
+    for spec, path in zip(specs, benchmark_tsvs(folder, specs).values()):
         if not path.is_file():
             raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {spec.name!r})")
         rows[spec.name] = validate_benchmark_tsv(path, free_form=spec.free_form)
     return rows
+
+
+def benchmark_tsvs(folder: Path, specs: list) -> dict[str, Path]:
+    """Each benchmark's (BenchmarkSpec's) TSV in a benchmark folder, by name, in the profile's order."""
+    return {spec.name: folder / f"{spec.name}.tsv" for spec in specs}
 
 
 def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:

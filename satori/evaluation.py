@@ -25,7 +25,7 @@ from typing import Any
 
 from satori.config import BenchmarksParams, EvaluateParams, load_profile, system_prompt
 from satori.files import write_json
-from satori.scoring import benchmark_rules, scoring_rule
+from satori.scoring import scoring_rule
 
 
 def stage_data_root(benchmark_dir: Path, scratch: Path) -> Path:
@@ -224,12 +224,14 @@ def score_model(
     prompt: Path,
     work_dir: Path,
     report_dir: Path,
+    matching: dict[str, str],
 ) -> dict[str, dict]:
     """Score `model` under each variant (label -> append instruction) in one process or under torchrun.
 
     Returns {label: {benchmark: {accuracy, categories, answer_tag_rate, ...}}}; VLMEvalKit's
     prediction and accuracy tables and the raw completions are copied to report_dir, with
-    scoring.json: how each label's numbers were made (scoring_rule) and each benchmark's answers matched.
+    scoring.json: how each label's numbers were made (scoring_rule) and, from `matching`
+    (satori.scoring.benchmark_rules), how each benchmark's answers were matched.
     """
     nproc = params.nproc_per_node
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -250,8 +252,7 @@ def score_model(
             if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
                 shutil.copy2(produced, report_dir / f"{label}_{produced.name}")  # see reported_completions
     rules = {label: scoring_rule(instructed, params.answer_extraction) for label, instructed in variants.items()}
-    _, profile = load_profile()
-    write_json(report_dir / "scoring.json", {"labels": rules, "benchmarks": benchmark_rules(profile.benchmarks)})
+    write_json(report_dir / "scoring.json", {"labels": rules, "benchmarks": matching})
     return scores
 
 

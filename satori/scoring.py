@@ -36,16 +36,17 @@ def base_variants(params: EvaluateParams) -> dict[str, bool]:
 
 # How each benchmark's answers are matched (VLMEvalKit 0.0.19, no judge model: model="exact_matching").
 MCQ_RULE = "VLMEvalKit's multiple-choice exact matching (the option's letter, or its text), no judge model"
-CIRCULAR = "; circular: a question counts when every rotation of its options is answered right"
 FREE_FORM_RULE = (
     "free-form: the answer equal to the reference, case and surrounding space aside (VLMEvalKit's VQA "
     "'accuracy' rule, as it scores GQA and OCRVQA), no judge model"
 )
+MMBENCH_RULE = MCQ_RULE + "; circular: a question counts when every rotation of its options is answered right"
+PER_QUESTION_RULE = MCQ_RULE + ", per question"
 OFFICIAL_RULES = {
-    "MMBench_DEV_EN": MCQ_RULE + CIRCULAR,
-    "MMBench_DEV_EN_V11": MCQ_RULE + CIRCULAR,
-    "MMStar": MCQ_RULE + ", per question",
-    "MMMU_DEV_VAL": MCQ_RULE + ", per question (VLMEvalKit's MMMU split: its multiple-choice questions)",
+    "MMBench_DEV_EN": MMBENCH_RULE,
+    "MMBench_DEV_EN_V11": MMBENCH_RULE,
+    "MMStar": PER_QUESTION_RULE,
+    "MMMU_DEV_VAL": PER_QUESTION_RULE + " (VLMEvalKit's MMMU split: its multiple-choice questions)",
 }
 # Benchmarks of the paper's table whose VLMEvalKit scoring asks an LLM judge (GPT, through the OpenAI API)
 # to extract the answer before matching it: none can be scored offline, and a local rule would be another
@@ -62,9 +63,9 @@ def benchmark_rule(name: str, kind: str) -> str:
     if kind == "synthetic_vqa":
         return FREE_FORM_RULE
     if kind == "synthetic_mmbench":
-        return MCQ_RULE + CIRCULAR
+        return MMBENCH_RULE
     if kind == "synthetic_mmstar":
-        return MCQ_RULE + ", per question"
+        return PER_QUESTION_RULE
     if name.startswith(JUDGED_PREFIXES):
         raise JudgeRequired(
             f"benchmark {name}: VLMEvalKit scores it with an LLM judge (GPT through the OpenAI API, "

@@ -186,23 +186,9 @@ def dvc_launch() -> str:
     return "dvc repro"
 
 
-def record_stage(stage: str, ran: bool, outputs_hash: str | None, parent_id: str) -> None:
-    """Tie a stage to the pipeline run whether DVC ran it or found it up to date.
-
-    A stage that ran has a child run already: it is tagged with the hash of its outputs. A stage
-    DVC skipped gets a child run of its own, tagged cached, naming (and linking) the run that
-    produced the outputs it reused, found by that hash.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    parent = client.get_run(parent_id)
-    experiment_id = parent.info.experiment_id
-    if ran:
-        query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`{STAGE_TAG}` = '{stage}'"
-        for run in client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]):
-            client.set_tag(run.info.run_id, OUTPUTS_TAG, outputs_hash or "")
-        return
+def _record_cached(client, experiment_id: str, parent_id: str, stage: str, outputs_hash: str | None) -> None:
+    """A child run of the pipeline run for a stage DVC skipped, tagged cached, naming (and linking) the run
+    that produced the outputs it reused, found by their hash."""
     producer = None
     if outputs_hash:
         query = f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{OUTPUTS_TAG}` = '{outputs_hash}'"
@@ -213,7 +199,7 @@ def record_stage(stage: str, ran: bool, outputs_hash: str | None, parent_id: str
         link = f"#/experiments/{experiment_id}/runs/{producer.info.run_id}"
         note += f" Its outputs were produced by run [{producer.info.run_name}]({link})."
     tags = {
-        "mlflow.parentRunId": parent.info.run_id,
+        "mlflow.parentRunId": parent_id,
         STAGE_TAG: stage,
         CACHED_TAG: "true",
         OUTPUTS_TAG: outputs_hash or "",
@@ -302,7 +288,7 @@ def launch_key() -> str | None:
     return None
 
 
-def launch_parent(experiment_name: str, profile: str, create: bool = True) -> str | None:
+def launch_parent(experiment_name: str, profile: str) -> str | None:
     """The parent run of this stage's pipeline run when no flow opened one: one per `dvc repro` or `dvc exp
     run` (see launch_key), created by its first stage that tracks, with the profile's params and tags."""
     import mlflow
@@ -316,8 +302,6 @@ def launch_parent(experiment_name: str, profile: str, create: bool = True) -> st
     found = client.search_runs([experiment.experiment_id], query, max_results=1)
     if found:
         return found[0].info.run_id
-    if not create:
-        return None
     from satori.config import PARAMS_FILE, read_params
     from satori.lineage import code_revision
 
@@ -330,9 +314,7 @@ def launch_parent(experiment_name: str, profile: str, create: bool = True) -> st
     )
     from mlflow.entities import Param
 
-    entries = list(flatten(params).items())
-    for start in range(0, len(entries), 100):  # MLflow takes 100 params a batch
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in entries[start : start + 100]])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])  # chunked by MLflow
     client.set_terminated(run.info.run_id, "FINISHED")  # its stages' runs carry their own status
     return run.info.run_id
 
@@ -430,9 +412,7 @@ def log_to_run(run_id: str, points: Iterable[tuple[int, Mapping[str, Any]]]) -> 
 
     now = int(time.time() * 1000)
     entries = [Metric(k, v, now, step) for step, metrics in points for k, v in metric_values(metrics).items()]
-    client = mlflow.MlflowClient()
-    for start in range(0, len(entries), 1000):  # MLflow takes 1000 metrics a batch
-        client.log_batch(run_id, metrics=entries[start : start + 1000])
+    mlflow.MlflowClient().log_batch(run_id, metrics=entries)  # MLflow splits it into batches it accepts
 
 
 def record_pipeline_run(
@@ -458,14 +438,18 @@ def record_pipeline_run(
     if parent_id is None:
         return None
     client = mlflow.MlflowClient()
-    parent = client.get_run(parent_id)
+    experiment_id = client.get_run(parent_id).info.experiment_id
     query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    children = client.search_runs([parent.info.experiment_id], query)
-    ran_stages = {run.data.tags.get(STAGE_TAG) for run in children if run.data.tags.get(CACHED_TAG) != "true"}
-    ran = {stage: stage in ran_stages for stage in stages}
+    children = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"])
+    # The stages that ran, each its latest child run (a stage's run is a child once the stage ran).
+    ran_runs = {run.data.tags.get(STAGE_TAG): run for run in children if run.data.tags.get(CACHED_TAG) != "true"}
+    ran = {stage: stage in ran_runs for stage in stages}
     if any(ran.values()):
         for stage in stages:
-            record_stage(stage, ran[stage], outputs.get(stage), parent_id)
+            if ran[stage]:  # tagged with the hash of its outputs, so a later run that reuses them links it
+                client.set_tag(ran_runs[stage].info.run_id, OUTPUTS_TAG, outputs.get(stage) or "")
+            else:
+                _record_cached(client, experiment_id, parent_id, stage, outputs.get(stage))
     else:
         note = "Nothing ran: DVC found every stage up to date (or restored it from its run cache)."
         client.set_tag(parent_id, "mlflow.note.content", note)

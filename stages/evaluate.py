@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from satori import tracking
-from satori.benchmark_files import validate_benchmark_folder
+from satori.benchmark_files import benchmark_tsvs, validate_benchmark_folder
 from satori.evaluation import reported_completions, score_model, summarize
 from satori.scoring import benchmark_rules, scoring_rules
 from satori.files import atomic_dir, write_json
@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     args, params, benchmarks = stage.args, stage.read("evaluate"), stage.read("benchmarks")
     # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
     validate_benchmark_folder(args.benchmarks, benchmarks.items)
-    with stage.run(scoring=scoring_rules(params), benchmark_scoring=benchmark_rules(benchmarks)):
-        tracking.log_datasets({spec.name: args.benchmarks / f"{spec.name}.tsv" for spec in benchmarks.items}, "evaluation")
+    matching = benchmark_rules(benchmarks)
+    with stage.run(scoring=scoring_rules(params), benchmark_scoring=matching):
+        tracking.log_datasets(benchmark_tsvs(args.benchmarks, benchmarks.items), "evaluation")
         base_scores = json.loads(args.base_scores.read_text(encoding="utf-8"))
         tracking.say(f"scoring {args.model} on {len(benchmarks.items)} benchmark(s)")
         variant = {"trained": params.satori_instruction}
-        trained = score_model(args.model, variant, params, args.benchmarks, args.prompt, args.work, args.out)
+        trained = score_model(args.model, variant, params, args.benchmarks, args.prompt, args.work, args.out, matching)
         metrics = summarize({**base_scores, **trained}, benchmarks)
         write_json(args.metrics, metrics)
         tracking.log_metrics(metrics)

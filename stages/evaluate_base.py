@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.benchmark_files import validate_benchmark_folder
+from satori.benchmark_files import benchmark_tsvs, validate_benchmark_folder
 from satori.evaluation import score_model
 from satori.scoring import base_variants, benchmark_rules, scoring_rules
 from satori.files import write_json
@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     # The benchmark files as fetch_benchmarks checked them, before a model is loaded or anything written.
     validate_benchmark_folder(args.benchmarks, benchmarks.items)
     variants = base_variants(params)
-    with stage.run(scoring=scoring_rules(params), benchmark_scoring=benchmark_rules(benchmarks)):
-        tracking.log_datasets({spec.name: args.benchmarks / f"{spec.name}.tsv" for spec in benchmarks.items}, "evaluation")
+    matching = benchmark_rules(benchmarks)
+    with stage.run(scoring=scoring_rules(params), benchmark_scoring=matching):
+        tracking.log_datasets(benchmark_tsvs(args.benchmarks, benchmarks.items), "evaluation")
         tracking.say(f"scoring {args.model} ({', '.join(variants)}) on {len(benchmarks.items)} benchmark(s)")
-        scores = score_model(args.model, variants, params, args.benchmarks, args.prompt, args.work, args.out)
+        scores = score_model(args.model, variants, params, args.benchmarks, args.prompt, args.work, args.out, matching)
         write_json(args.metrics, scores)
         tracking.log_metrics(scores)
         tracking.log_artifact(args.out, "evaluate_base")
