@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -51,12 +52,16 @@ from prefect.runtime import deployment  # noqa: E402
 from satori import tracking  # noqa: E402
 from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
 from satori.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
+from satori.stage import RESTORE_ONLY_ENV  # noqa: E402
 from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
 NOTIFY_URL_ENV = "SATORI_NOTIFY_URL"  # an Apprise URL (Slack, e-mail, ...) told of every finished run
 RUNS_DIR = ".runs"  # copies of the checkout, one per other profile (git-ignored)
 LOCK_FILE = ".satori-run.lock"
 STOP_GRACE_S = 10  # after SIGTERM, a stage gets this long to end its MLflow run and clean up
+# A split run (gpu_deployment): the flow runs on the cpu pool, the `meta: {pool: gpu}` stages of dvc.yaml in a
+# deployment of satori_stages on the gpu pool, in that worker's checkout; outputs move through the DVC remote.
+CPU_POOL = "cpu"
 
 
 class StageError(RuntimeError):
@@ -89,17 +94,23 @@ def stage_environment() -> dict[str, str]:
     return env
 
 
-def repro(stage: str, folder: Path) -> bool:
+def repro(stage: str, folder: Path, *, pull: bool = False, restore_only: bool = False) -> bool:
     """`dvc repro --single-item STAGE` in folder; True when the stage ran, False when DVC found it up to date.
 
-    Its output goes to the Prefect run log line by line, as it comes. On SIGTERM/SIGINT the stage
-    gets STOP_GRACE_S seconds to end its MLflow run and remove partial outputs, then is killed.
+    pull: what DVC lacks (outputs, and the runs of its run cache) comes from the DVC remote first, so a
+    stage another worker ran is restored, not run again; restore_only: the stage must not run here (it
+    belongs to another work pool), DVC may only restore it. Its output goes to the Prefect run log line
+    by line, as it comes. On SIGTERM/SIGINT the stage gets STOP_GRACE_S seconds to end its MLflow run
+    and remove partial outputs, then is killed.
     """
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    cmd = [sys.executable, "-m", "dvc", "repro", *(["--pull"] if pull else []), "--single-item", stage]
+    env = stage_environment()
+    if restore_only:
+        env[RESTORE_ONLY_ENV] = "1"
     proc = subprocess.Popen(
         cmd,
         cwd=folder,
-        env=stage_environment(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -208,8 +219,8 @@ def _read_lines(proc: subprocess.Popen, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def run_stage(stage: str, folder: str) -> bool:
-    ran = repro(stage, Path(folder))
+def run_stage(stage: str, folder: str, split: bool = False, restore_only: bool = False) -> bool:
+    ran = repro(stage, Path(folder), pull=True, restore_only=restore_only) if split else repro(stage, Path(folder))
     get_run_logger().info("stage %s %s", stage, "ran" if ran else "was up to date (skipped by DVC)")
     return ran
 
@@ -238,6 +249,28 @@ def pipeline_stages(folder: Path) -> list[tuple[str, bool]]:
             for needs in waiting.values():
                 needs.discard(ready[0])
         return [(stage.name, bool((stage.meta or {}).get("network"))) for stage in order]
+
+
+def stage_pools(folder: Path) -> dict[str, str]:
+    """Each stage of folder's dvc.yaml -> the work pool it runs on in a split run (`meta: {pool: gpu}`;
+    the rest: cpu, the pool of the flow itself)."""
+    import yaml
+
+    stages = (yaml.safe_load((folder / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
+    return {name: str((entry.get("meta") or {}).get("pool", CPU_POOL)) for name, entry in stages.items()}
+
+
+def push_run_cache(folder: Path) -> None:
+    """`dvc push --run-cache` to folder's default remote: the outputs and DVC's record of each stage run, so the
+    other worker's `dvc repro --pull` restores those stages instead of running them."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "push", "--run-cache"], cwd=folder, env=stage_environment(),
+                          capture_output=True, text=True)  # fmt: skip
+    get_run_logger().info("dvc push --run-cache: %s", " ".join((done.stdout + done.stderr).strip().splitlines()[-1:]))
+    if done.returncode != 0:
+        raise StageError(
+            f"dvc push --run-cache failed in {folder} (a split run moves outputs through the DVC remote: "
+            f"`dvc remote add -d NAME URL` in both checkouts):\n{(done.stdout + done.stderr)[-3000:]}"
+        )
 
 
 def stage_task(stage: str, network: bool):
@@ -346,9 +379,19 @@ def prepare_run_dir(checkout: Path, profile: str, overrides: list[str] | None = 
             if not target.is_file() or target.read_bytes() != data:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        cache = (checkout / ".dvc" / "cache").resolve()
-        (dest / ".dvc" / "config.local").write_text(f"[core]\n    no_scm = true\n[cache]\n    dir = {cache}\n")
+        write_run_dir_config(checkout, dest)
     return dest
+
+
+def write_run_dir_config(checkout: Path, dest: Path) -> None:
+    """dest's .dvc/config.local: the checkout's own (its remotes, say), with the checkout's cache and no git."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(checkout / ".dvc" / "config.local", encoding="utf-8")
+    config.read_dict({"core": {"no_scm": "true"}, "cache": {"dir": str((checkout / ".dvc" / "cache").resolve())}})
+    with (dest / ".dvc" / "config.local").open("w", encoding="utf-8") as f:
+        config.write(f)
 
 
 def evaluation_markdown(profile: str, evaluation: dict, ran: dict[str, bool], run_link: str) -> str:
@@ -404,11 +447,8 @@ def notify(flow_, flow_run, state) -> None:
         sender.notify(title="satori-pipeline", body=message)
 
 
-@flow(name="satori-pipeline", on_completion=[notify], on_failure=[notify])
-def satori_pipeline(profile: str | None = None, overrides: list[str] | None = None, name: str | None = None) -> dict:
-    """Run every stage in order under one MLflow parent run; returns what ran and the evaluation.
-
-    overrides (`section.key=value`) make a variant of the profile, run in .runs/<name>."""
+def run_folder(profile: str | None, overrides: list[str] | None, name: str | None) -> tuple[Path, str, str]:
+    """(folder, profile, revision) of a run in this checkout: itself for its active profile, else .runs/<name>."""
     if overrides and not name:
         raise ValueError("a variant (--set) needs --name: the folder under .runs/ it runs in")
     active, _ = load_profile(REPO_ROOT / PARAMS_FILE)
@@ -419,21 +459,65 @@ def satori_pipeline(profile: str | None = None, overrides: list[str] | None = No
         os.environ.setdefault(CODE_REVISION_ENV, code_revision(REPO_ROOT))
         os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
         folder = prepare_run_dir(REPO_ROOT, profile, overrides, name)
-    profile, params = load_profile(folder / PARAMS_FILE)
-    revision = os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
+    profile, _ = load_profile(folder / PARAMS_FILE)
+    return folder, profile, os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
+
+
+def run_on_pool(deployment_name: str, stages: list[str], **parameters) -> dict[str, bool]:
+    """The stages, run by the deployment (of satori_stages) on its work pool's worker; waits for it to end.
+    Returns which of them ran there (a child of the parent MLflow run each), which were up to date."""
+    from prefect.deployments import run_deployment
+
+    get_run_logger().info("stages %s: on deployment %s", ", ".join(stages), deployment_name)
+    flow_run = run_deployment(deployment_name, parameters={"stages": stages, **parameters}, timeout=None)
+    if not flow_run.state.is_completed():
+        raise StageError(
+            f"stages {', '.join(stages)} on deployment {deployment_name}: flow run {flow_run.name} ended "
+            f"{flow_run.state.name}: {flow_run.state.message}"
+        )
+    ran = tracking.stage_children(parameters["parent_run_id"])
+    return {stage: stage in ran for stage in stages}
+
+
+@flow(name="satori-pipeline", on_completion=[notify], on_failure=[notify])
+def satori_pipeline(
+    profile: str | None = None, overrides: list[str] | None = None, name: str | None = None,
+    gpu_deployment: str | None = None,
+) -> dict:  # fmt: skip
+    """Run every stage in order under one MLflow parent run; returns what ran and the evaluation.
+
+    overrides (`section.key=value`) make a variant of the profile, run in .runs/<name>. gpu_deployment
+    (`satori-stages/<deployment>`, on another work pool): a split run; the `meta: {pool: gpu}` stages of
+    dvc.yaml run there, in that worker's checkout, the outputs moving through the DVC remote."""
+    folder, profile, revision = run_folder(profile, overrides, name)
+    params = load_profile(folder / PARAMS_FILE)[1]
     logged = read_params(folder / PARAMS_FILE)[profile]
     name = name or profile
     tags = {tracking.VARIANT_TAG: " ".join(overrides)} if overrides else {}
     launched = "prefect deployment" if deployment.id else "flow variant" if overrides else "flow"
+    pools = stage_pools(folder) if gpu_deployment else {}
     with (
         run_lock(folder, profile),
         tracking.pipeline_run(params.mlflow_experiment, profile, logged, revision, tags, name, launched) as run_id,
     ):
         quiet_console()
-        ran = {}
+        ran: dict[str, bool] = {}
+        stages = pipeline_stages(folder)
         # The last stage, record_run, brings this parent run up to date (metrics, curves, the stages DVC reused).
-        for stage, network in pipeline_stages(folder):
-            ran[stage] = stage_task(stage, network)(stage, str(folder))
+        for index, (stage, network) in enumerate(stages):
+            pool = pools.get(stage, CPU_POOL)
+            if pool != CPU_POOL and stage not in ran:
+                # This stage and the next ones of its pool run on that pool's worker; here they are only restored.
+                segment = list(itertools.takewhile(lambda s: pools.get(s, CPU_POOL) == pool, [s for s, _ in stages[index:]]))
+                push_run_cache(folder)
+                ran.update(run_on_pool(gpu_deployment, segment, profile=profile, overrides=overrides, name=name,
+                                       parent_run_id=run_id, revision=revision,
+                                       tracking_uri=tracking.tracking_uri()))  # fmt: skip
+            if gpu_deployment:
+                here = stage_task(stage, network)(stage, str(folder), split=True, restore_only=pool != CPU_POOL)
+                ran.setdefault(stage, here)
+            else:
+                ran[stage] = stage_task(stage, network)(stage, str(folder))
             stage_log = folder / ".work" / "logs" / f"{stage}.log"
             if stage_log.exists():
                 tracking.log_artifact(stage_log, "logs")
@@ -443,6 +527,36 @@ def satori_pipeline(profile: str | None = None, overrides: list[str] | None = No
     create_markdown_artifact(evaluation_markdown(name, evaluation, ran, link), key=key)
     return {"mlflow_run_id": run_id, "profile": profile, "name": name, "folder": str(folder), "ran": ran,
             "evaluation": evaluation}  # fmt: skip
+
+
+@flow(name="satori-stages")
+def satori_stages(
+    stages: list[str], parent_run_id: str, revision: str, tracking_uri: str, profile: str | None = None,
+    overrides: list[str] | None = None, name: str | None = None,
+) -> None:  # fmt: skip
+    """A split run's stages on this worker (satori_pipeline's gpu_deployment), in this worker's checkout: the
+    stages before them restored from the DVC remote (never run here), theirs run as children of the
+    parent MLflow run, then everything pushed back."""
+    here = os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
+    if here != revision:
+        raise StageError(
+            f"this worker's checkout ({REPO_ROOT}) is at {here}, the run at {revision}: check out the same "
+            f"commit on every worker (git pull), or DVC would find other stages than the run's"
+        )
+    os.environ.update({CODE_REVISION_ENV: revision, "MLFLOW_TRACKING_URI": tracking_uri,
+                       tracking.PARENT_RUN_ENV: parent_run_id})  # fmt: skip
+    folder, profile, _ = run_folder(profile, overrides, name)
+    order = [stage for stage, _ in pipeline_stages(folder)]
+    unknown = sorted(set(stages) - set(order))
+    if unknown:
+        raise ValueError(f"{folder / 'dvc.yaml'} has no stage(s) {unknown}")
+    last = max(order.index(stage) for stage in stages)
+    with run_lock(folder, profile):
+        quiet_console()
+        for stage, network in pipeline_stages(folder)[: last + 1]:
+            restore = stage not in stages and stage not in tracking.NO_RUN_STAGES
+            stage_task(stage, network)(stage, str(folder), split=True, restore_only=restore)
+        push_run_cache(folder)
 
 
 def _interrupt(signum, frame) -> None:

@@ -39,6 +39,7 @@ SPLIT_SIZE_KEYS = (
     "per_device_train_batch_size",
     "per_device_eval_batch_size",
     "nproc_per_node",
+    "nnodes",
     "gradient_accumulation_steps",
     "num_generations",
     "steps_per_generation",
@@ -48,21 +49,25 @@ SPLIT_SIZE_KEYS = (
 def check_split_sizes(train_rows: int, val_rows: int, **batch: int | None) -> None:
     """Raise ParamsError, in one sentence naming the keys and the counts, when the splits cannot fill the
     batches ms-swift builds from them (it would stop at start-up, after the model has loaded)."""
-    eval_batch = batch["per_device_eval_batch_size"] * batch["nproc_per_node"]
+    ranks, ranks_keys = batch["nproc_per_node"] * batch["nnodes"], "train.nproc_per_node"
+    ranks_counts = f"{batch['nproc_per_node']}"
+    if batch["nnodes"] > 1:
+        ranks_keys, ranks_counts = ranks_keys + " x train.nnodes", ranks_counts + f" x {batch['nnodes']}"
+    eval_batch = batch["per_device_eval_batch_size"] * ranks
     if val_rows < eval_batch:
         raise ParamsError(
             f"the validation split has {val_rows} rows, fewer than one evaluation batch, train.per_device_eval_"
-            f"batch_size x train.nproc_per_node = {batch['per_device_eval_batch_size']} x {batch['nproc_per_node']} "
+            f"batch_size x {ranks_keys} = {batch['per_device_eval_batch_size']} x {ranks_counts} "
             f"= {eval_batch}: lower those or raise preprocess.val_fraction"
         )
     micro_steps = batch["steps_per_generation"] or batch["gradient_accumulation_steps"]
-    prompts = batch["per_device_train_batch_size"] * batch["nproc_per_node"] * micro_steps // batch["num_generations"]
+    prompts = batch["per_device_train_batch_size"] * ranks * micro_steps // batch["num_generations"]
     if train_rows < prompts:
         raise ParamsError(
             f"the train split has {train_rows} rows, fewer than the {prompts} distinct prompts one generation "
-            f"takes, train.per_device_train_batch_size x train.nproc_per_node x (train.steps_per_generation or "
+            f"takes, train.per_device_train_batch_size x {ranks_keys} x (train.steps_per_generation or "
             f"train.gradient_accumulation_steps) / train.num_generations = {batch['per_device_train_batch_size']} "
-            f"x {batch['nproc_per_node']} x {micro_steps} / {batch['num_generations']}"
+            f"x {ranks_counts} x {micro_steps} / {batch['num_generations']}"
         )
 
 
@@ -220,6 +225,9 @@ Scalar = str | int | float | bool
 
 class TrainParams(Section):
     nproc_per_node: int = Field(ge=1)
+    # Machines training together (torch.distributed's nnodes); the first runs the train stage, each other one
+    # `python -m stages.train --worker` (README: Beyond one machine). A param: it sets the global batch.
+    nnodes: int = Field(default=1, ge=1)
     reward_funcs: list[Literal[REWARD_NAMES]] = Field(min_length=1)
     reward_mode: Literal["corrected", "paper"] = "corrected"
     # invert: GRPO gets 1 - r for every reward (the control run that proves the wiring); reports show true values.
@@ -272,24 +280,32 @@ class TrainParams(Section):
                 f"max_completion_length ({self.max_completion_length}) must be below max_length ({self.max_length}): "
                 f"the prompt (image tokens included) gets max_length - max_completion_length tokens"
             )
-        per_generation = self.per_device_train_batch_size * self.nproc_per_node * self.gradient_accumulation_steps
+        ranks, ranks_keys, ranks_counts = self.world_size, "nproc_per_node", f"{self.nproc_per_node}"
+        if self.nnodes > 1:
+            ranks_keys, ranks_counts = ranks_keys + " x nnodes", ranks_counts + f" x {self.nnodes}"
+        per_generation = self.per_device_train_batch_size * ranks * self.gradient_accumulation_steps
         if per_generation % self.num_generations:
             raise ValueError(
                 f"num_generations ({self.num_generations}) must divide the generation batch, per_device_train_batch_size"
-                f" x nproc_per_node x gradient_accumulation_steps = {self.per_device_train_batch_size} x "
-                f"{self.nproc_per_node} x {self.gradient_accumulation_steps} = {per_generation}"
+                f" x {ranks_keys} x gradient_accumulation_steps = {self.per_device_train_batch_size} x "
+                f"{ranks_counts} x {self.gradient_accumulation_steps} = {per_generation}"
             )
-        per_eval = self.per_device_eval_batch_size * self.nproc_per_node
+        per_eval = self.per_device_eval_batch_size * ranks
         if per_eval % self.num_generations:
             raise ValueError(
                 f"num_generations ({self.num_generations}) must divide the evaluation batch, per_device_eval_batch_size"
-                f" x nproc_per_node = {self.per_device_eval_batch_size} x {self.nproc_per_node} = {per_eval}"
+                f" x {ranks_keys} = {self.per_device_eval_batch_size} x {ranks_counts} = {per_eval}"
             )
         reserved = {"output_dir", "resume_from_checkpoint", "report_to", "model", "dataset", "val_dataset"}
         clash = sorted(reserved & set(self.extra_args))
         if clash:
             raise ValueError(f"extra_args must not set {clash}: the train stage sets them")
         return self
+
+    @property
+    def world_size(self) -> int:
+        """The training processes across every machine."""
+        return self.nproc_per_node * self.nnodes
 
 
 class EvaluateParams(Section):

@@ -102,6 +102,21 @@ def code_revision(checkout: Path = Path(".")) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+def stage_command(folder: Path, stage: str) -> tuple[str, list[str], list[str]]:
+    """(module, its arguments, the inputs other stages write) of a stage's dvc.yaml command in folder."""
+    import yaml
+
+    stages = (yaml.safe_load((folder / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
+    if stage not in stages:
+        raise KeyError(f"{folder / 'dvc.yaml'} has no stage {stage!r}")
+    written = set()
+    for entry in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            written.update(next(iter(out)) if isinstance(out, dict) else out for out in entry.get(kind, []))
+    module, inputs, _ = command_paths(stages[stage]["cmd"])
+    return module, shlex.split(stages[stage]["cmd"])[3:], sorted(inputs & written)
+
+
 def stage_outputs(folder: Path) -> dict[str, str | None]:
     """Each stage of folder's dvc.yaml (in its order) -> one hash of its outputs as dvc.lock records them
     (what DVC compares to skip it; None where the lock has no entry yet)."""

@@ -25,6 +25,9 @@ DEBUG_ENV = "SATORI_DEBUG"  # set: a bad param or input shows its traceback too
 ERROR_PREFIX = "satori: error:"
 
 WHOLE_PROFILE = "*"
+# Set by a split run's flow for a stage that belongs to the other work pool: DVC may restore it from its run
+# cache (the other worker ran it and pushed), never run it here.
+RESTORE_ONLY_ENV = "SATORI_RESTORE_ONLY"
 
 
 def stage_paths(doc: str, argv: list[str] | None, **flags: str) -> argparse.Namespace:
@@ -40,6 +43,12 @@ class Stage:
 
     def __init__(self, module_file: str, doc: str, argv: list[str] | None, reads: tuple[str, ...], **flags: str):
         self.name = Path(module_file).stem  # the module's name is the stage's name in dvc.yaml
+        if os.environ.get(RESTORE_ONLY_ENV):
+            raise InputError(
+                f"stage {self.name} runs on the other work pool's worker, and DVC found no run of it to restore "
+                f"(none in the DVC remote's run cache for these inputs): did that worker run it and `dvc push "
+                f"--run-cache`? Both checkouts must be at the same commit with the same params"
+            )
         self.args = stage_paths(doc, argv, **flags)
         self.profile_name, self._profile = load_profile()
         self.reads = reads

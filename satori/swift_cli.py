@@ -98,7 +98,7 @@ def swift_arguments(
         args["vllm_mode"] = "colocate"  # on the training GPUs; no rollout server to start
     if params.steps_per_generation is not None:
         args["steps_per_generation"] = params.steps_per_generation
-    if params.nproc_per_node > 1 and not cuda:
+    if params.world_size > 1 and not cuda:
         # Without these, ms-swift 4.6 starts N CPU processes that each train their own copy.
         args.update(use_cpu=True, ddp_backend="gloo")
     if resume_from is not None:
@@ -155,7 +155,14 @@ def check_swift_arguments(argv: list[str], extra_args: dict[str, Any]) -> None:
         raise TrainConfigError(f"ms-swift does not know these train arguments: {remaining}")
 
 
-def swift_environment(params: TrainParams, vision: VisionParams) -> dict[str, str]:
+# Where this machine is among the training machines (torch.distributed's names; ms-swift hands them to
+# torch.distributed.run): set per machine, in the environment, beside train.nnodes in params.
+NODE_RANK_ENV, MASTER_ADDR_ENV, MASTER_PORT_ENV = "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"
+DEFAULT_MASTER_PORT = 29500  # torch.distributed's; every machine must use the same port
+
+
+def swift_environment(params: TrainParams, vision: VisionParams, node_rank: int = 0) -> dict[str, str]:
+    """ms-swift's environment for this machine: node_rank 0 is the train stage's, 1.. the workers' (nnodes > 1)."""
     env = dict(os.environ)
     env.update(
         USE_HF="1",  # hub ids are Hugging Face ids, not ModelScope ones
@@ -167,9 +174,29 @@ def swift_environment(params: TrainParams, vision: VisionParams) -> dict[str, st
     )
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):  # the stage logs; ms-swift must not open runs
         env.pop(key, None)
-    if params.nproc_per_node > 1:
+    if env.get("NNODES", str(params.nnodes)) != str(params.nnodes):
+        raise TrainConfigError(
+            f"NNODES={env['NNODES']} is set in the environment but train.nnodes is {params.nnodes}: set "
+            f"train.nnodes in params.yaml (it decides the global batch) and unset NNODES"
+        )
+    if params.nnodes > 1:
+        if env.get(NODE_RANK_ENV, str(node_rank)) != str(node_rank):
+            raise TrainConfigError(
+                f"{NODE_RANK_ENV}={env[NODE_RANK_ENV]}: the train stage (dvc repro train) is node 0 of "
+                f"train.nnodes = {params.nnodes}; on the other machines run `{NODE_RANK_ENV}=<1..{params.nnodes - 1}> "
+                f"{MASTER_ADDR_ENV}=<node 0's address> python -m stages.train --worker`"
+            )
+        if not env.get(MASTER_ADDR_ENV):
+            raise TrainConfigError(
+                f"train.nnodes is {params.nnodes}: set {MASTER_ADDR_ENV} to the address of node 0 (the machine "
+                f"that runs the train stage) on every machine, and {MASTER_PORT_ENV} to a port open there "
+                f"(default {DEFAULT_MASTER_PORT})"
+            )
+        env.update(NNODES=str(params.nnodes), NODE_RANK=str(node_rank), NPROC_PER_NODE=str(params.nproc_per_node))
+        env.setdefault(MASTER_PORT_ENV, str(DEFAULT_MASTER_PORT))
+    elif params.nproc_per_node > 1:
         env["NPROC_PER_NODE"] = str(params.nproc_per_node)
-        env.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))  # two rehearsals at once need two ports
+        env.setdefault(MASTER_PORT_ENV, str(29500 + os.getpid() % 1000))  # two rehearsals at once need two ports
     else:
         env.pop("NPROC_PER_NODE", None)
     return env

@@ -439,10 +439,7 @@ def record_pipeline_run(
         return None
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
-    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    children = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"])
-    # The stages that ran, each its latest child run (a stage's run is a child once the stage ran).
-    ran_runs = {run.data.tags.get(STAGE_TAG): run for run in children if run.data.tags.get(CACHED_TAG) != "true"}
+    ran_runs = stage_children(parent_id)
     ran = {stage: stage in ran_runs for stage in stages}
     if any(ran.values()):
         for stage in stages:
@@ -459,6 +456,18 @@ def record_pipeline_run(
         points += curve_points(curves, "train")
     log_to_run(parent_id, points)
     return parent_id
+
+
+def stage_children(parent_id: str) -> dict[str, Any]:
+    """The stages that ran under a pipeline run, each its latest child run (a stage's run is a child once the
+    stage ran; a `(cached)` child says DVC reused it)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    children = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"])
+    return {run.data.tags.get(STAGE_TAG): run for run in children if run.data.tags.get(CACHED_TAG) != "true"}
 
 
 def log_datasets(files: Mapping[str, Path], context: str) -> None:

@@ -4,12 +4,20 @@
         --work .work/train --out models/trained --metrics reports/train.json --plots reports/train_rewards.csv \
         --plot-image reports/train_rewards.png --samples reports/train_samples.md
 
+With train.nnodes > 1 this stage is node 0; every other machine, in a checkout of the same commit with
+the same DVC remote, runs (its inputs pulled, nothing written but scratch, no MLflow run)
+
+    NODE_RANK=1 MASTER_ADDR=<node 0's address> MASTER_PORT=29500 python -m stages.train --worker
+
 A killed run resumes: run again with the same inputs, it continues from its last whole checkpoint
 in the same MLflow run. A run whose training finished but whose export failed is exported on the
 retry without training again. Changed params, data, base model or reward code start afresh.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from satori import grpo_launch, tracking
 from satori.config import SPLITS
@@ -18,9 +26,14 @@ from satori.stage import Stage, run_main
 from satori.train_report import write_train_report
 
 READS = ("train", "vision")
+WORKER_FLAG = "--worker"
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    worker = argv == [WORKER_FLAG]
+    if worker:  # another machine of a train.nnodes > 1 run: the stage's own arguments, its inputs pulled
+        argv = grpo_launch.worker_arguments(Path.cwd())
     stage = Stage(
         __file__,
         __doc__,
@@ -39,9 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args, params, vision = stage.args, stage.read("train"), stage.read("vision")
     # Launch: the run keyed by what decides it, resumed from a killed run's last whole checkpoint.
+    node_rank = grpo_launch.worker_rank(params) if worker else 0
     launch = grpo_launch.prepare(
-        params, vision, args.work, data=args.data, raw=args.raw, base_model=args.base_model, prompt=args.prompt
-    )
+        params, vision, args.work, data=args.data, raw=args.raw, base_model=args.base_model, prompt=args.prompt,
+        node_rank=node_rank,
+    )  # fmt: skip
+    if worker:
+        grpo_launch.train_as_worker(launch, data=args.data, raw=args.raw)
+        return
     with stage.run(continue_run=launch.previous_run_id, run_key=launch.key) as run:
         splits = {f"processed/{split}": args.data / f"{split}.jsonl" for split in SPLITS}
         tracking.log_datasets(splits, "training")

@@ -118,24 +118,23 @@ def test_the_trained_model_beats_the_base_by_15_points_on_both_benchmarks_and_th
         assert (reported["base"], reported["trained"]) == pytest.approx((base, trained))
 
 
-def test_training_spreads_the_answers_over_the_letters_and_the_shares_are_reported(runs):
-    """The answer shares the pipeline reports are the prediction tables' own, and the trained model answers its
-    most frequent letter less often than the base does. (Issue 22 asks that neither answers one letter to most
-    questions; the base still does, three in four: see the README's "Does it learn?".)"""
+def test_neither_model_answers_one_letter_to_most_questions_and_the_shares_are_reported(runs):
+    """The answer shares the pipeline reports are the prediction tables' own, and neither the base nor the
+    trained model gives one letter to more than half of a benchmark's questions (a model that did would
+    score the share of that letter among the answers, whatever it learnt)."""
     import pandas as pd
 
     repo, *_ = runs
     for spec in profile(repo).benchmarks.items:
         reported = json.loads((repo / "reports/evaluate.json").read_text())[spec.name]
-        top = {}
         for label, folder in (("base", "evaluate_base"), ("trained", "evaluate")):
             table = pd.read_csv(repo / f"reports/{folder}/{label}_satori-{label}_{spec.name}.tsv", sep="\t")
             letters = [predicted_letter(row["prediction"], row) for _, row in table.iterrows()]
-            top[label] = max(letters.count(letter) for letter in set(letters)) / len(letters)
+            top = max(letters.count(letter) for letter in set(letters)) / len(letters)
+            assert top <= 0.5, f"{spec.name}: the {label} model gives one letter to {top:.0%} of the questions"
             shares = reported[f"{label}_answer_shares"]
-            assert max(shares.values()) == pytest.approx(top[label]) and sum(shares.values()) == pytest.approx(1.0)
-        assert top["trained"] < top["base"], f"{spec.name}: most frequent answer {top}"
-        assert len(reported["trained_answer_shares"]) >= 3  # at least three different letters
+            assert max(shares.values()) == pytest.approx(top) and sum(shares.values()) == pytest.approx(1.0)
+            assert len(shares) >= 3  # at least three different letters
 
 
 def test_the_control_reused_the_default_run_s_data_base_model_and_base_scores(runs):

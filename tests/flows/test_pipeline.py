@@ -468,3 +468,62 @@ def test_a_flow_starts_its_temporary_prefect_server_on_a_saturated_machine(tmp_p
             proc.wait()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "result 42" in done.stdout
+
+
+def test_a_split_run_pushes_hands_the_gpu_stages_to_their_pool_and_only_restores_them_here(
+    isolated_env, monkeypatch, tmp_path
+):
+    """gpu_deployment: the `pool: gpu` stages of dvc.yaml go, in one call, to the other pool's deployment after
+    a `dvc push`; here every stage is `dvc repro --pull`, those stages restore-only (never run)."""
+    import json
+
+    events = []
+
+    def fake_repro(stage, folder, *, pull=False, restore_only=False):
+        events.append(("repro", stage, pull, restore_only))
+        return not restore_only
+
+    def fake_run_on_pool(deployment_name, stages, **parameters):
+        events.append(("pool", deployment_name, tuple(stages), parameters["parent_run_id"]))
+        return {stage: True for stage in stages}
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "evaluate.json").write_text(json.dumps({"B": {"base": 0.5, "trained": 0.75, "delta": 0.25}}))
+    monkeypatch.setattr(pipeline, "repro", fake_repro)
+    monkeypatch.setattr(pipeline, "run_on_pool", fake_run_on_pool)
+    monkeypatch.setattr(pipeline, "push_run_cache", lambda folder: events.append(("dvc", "push")))
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "create_markdown_artifact", lambda markdown, key: None)
+    shutil.copy(PARAMS_FILE, tmp_path / "params.yaml")
+    dvc_folder(tmp_path)
+    result = pipeline.satori_pipeline(gpu_deployment="satori-stages/gpu")
+    gpu = ("train", "evaluate_base", "evaluate")
+    assert pipeline.stage_pools(REPO_ROOT) == {s: "gpu" if s in gpu else "cpu" for s in pipeline.stage_pools(REPO_ROOT)}
+    handed = events.index(("pool", "satori-stages/gpu", gpu, result["mlflow_run_id"]))
+    assert events[handed - 1] == ("dvc", "push") and events[handed - 2] == ("repro", "preprocess", True, False)
+    assert [e[1:] for e in events if e[0] == "repro"] == [
+        (stage, True, stage in gpu) for stage, _ in pipeline.pipeline_stages(REPO_ROOT)
+    ]  # every stage here is pulled from the remote first; the GPU ones only restored
+    assert all(result["ran"].values())  # the GPU stages ran there, the rest here
+
+
+def test_a_variant_s_folder_keeps_the_checkout_s_local_dvc_remote(tmp_path):
+    import subprocess
+    import sys
+
+    repo = git_checkout(tmp_path)
+    remote = tmp_path / "remote"
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "team", str(remote)], cwd=repo, check=True)
+    run_dir = pipeline.prepare_run_dir(repo, "tiny", ["train.max_steps=2"], "variant")
+    shown = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=run_dir, capture_output=True, text=True)
+    assert shown.stdout.split()[:2] == ["team", str(remote)]
+    default = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=run_dir, capture_output=True, text=True)
+    assert default.stdout.strip() == "team"
+    cache = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=run_dir, capture_output=True, text=True)
+    assert Path(cache.stdout.strip()) == (repo / ".dvc/cache").resolve()  # the checkout's cache, shared
+
+
+def test_a_worker_at_another_commit_than_the_run_refuses_to_run_its_stages(isolated_env, monkeypatch):
+    monkeypatch.delenv("SATORI_CODE_REVISION", raising=False)
+    with pytest.raises(pipeline.StageError, match=r"this worker's checkout .* is at .*, the run at 0{40}: check out"):
+        pipeline.satori_stages.fn(["train"], "parent", "0" * 40, isolated_env["MLFLOW_TRACKING_URI"])

@@ -215,7 +215,7 @@ def test_splits_too_small_for_the_batches_fail_before_anything_is_written(in_tmp
     make_dataset(Path("raw"), [good_row(i) for i in range(6)])
     params = preprocessing.PreprocessParams(val_fraction=0.5, seed=0)
     batch = dict(per_device_train_batch_size=4, per_device_eval_batch_size=4, nproc_per_node=1,
-                 gradient_accumulation_steps=1, num_generations=4, steps_per_generation=None)  # fmt: skip
+                 nnodes=1, gradient_accumulation_steps=1, num_generations=4, steps_per_generation=None)  # fmt: skip
     with pytest.raises(ParamsError) as caught:
         preprocess(params, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM,
                    check_splits=lambda train, val: check_split_sizes(train, val, **batch))  # fmt: skip
@@ -228,3 +228,7 @@ def test_splits_too_small_for_the_batches_fail_before_anything_is_written(in_tmp
     with pytest.raises(ParamsError, match=r"the train split has 3 rows, fewer than the 4 distinct prompts one "
                                           r"generation takes, .* = 4 x 2 x 2 / 4"):  # fmt: skip
         check_split_sizes(3, 8, **{**batch, "nproc_per_node": 2, "steps_per_generation": 2, "per_device_eval_batch_size": 1})
+    # Two machines of two processes: four ranks share one evaluation batch of per-device 2 each.
+    with pytest.raises(ParamsError, match=r"evaluation batch, train.per_device_eval_batch_size x train.nproc_per_node "
+                                          r"x train.nnodes = 2 x 2 x 2 = 8"):  # fmt: skip
+        check_split_sizes(16, 7, **{**batch, "nproc_per_node": 2, "nnodes": 2, "per_device_eval_batch_size": 2})

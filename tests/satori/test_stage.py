@@ -30,3 +30,15 @@ def test_reading_the_whole_profile_logs_all_of_it_and_a_wrong_declaration_fails_
     assert stage.logged_params() == stage._profile.model_dump()
     with pytest.raises(AttributeError, match="no_such_section"):
         Stage("stages/x.py", "doc", [], ("no_such_section",))
+
+
+def test_a_stage_another_work_pool_runs_never_runs_here(use_profile, monkeypatch):
+    """A split run restores the other pool's stages from DVC's run cache; when DVC finds no run to restore and
+    starts the stage instead, it stops before reading anything, saying where it should have come from."""
+    from satori.config import InputError
+    from satori.stage import RESTORE_ONLY_ENV
+
+    use_profile("tiny")
+    monkeypatch.setenv(RESTORE_ONLY_ENV, "1")
+    with pytest.raises(InputError, match=r"stage train runs on the other work pool's worker, and DVC found no run"):
+        Stage("stages/train.py", "doc", ["--out", "x"], ("train",), out="")
