@@ -116,12 +116,14 @@ def test_a_split_deployment_runs_cpu_stages_on_one_pool_and_gpu_stages_on_anothe
     """A real Prefect server, the satori-cpu and satori-gpu work pools, a process worker on each in its own
     checkout (the GPU one a git clone with an empty DVC cache): the split deployment of a variant (another
     dataset seed, 4 steps) runs fetch, preprocess and publish on the first, train and evaluate on the second,
-    each side restoring the other's stages from the DVC remote, under one MLflow parent run."""
+    each side restoring the other's stages (and the stages the earlier run left in the remote) from the DVC
+    remote, under one MLflow parent run."""
     repo, env, *_ = pipeline_run
     remote, gpu_checkout = tmp_path / "remote", tmp_path / "gpu-checkout"
     subprocess.run(["git", "clone", "-q", str(repo), str(gpu_checkout)], check=True)
     for checkout in (repo, gpu_checkout):
         dvc(checkout, env, "remote", "add", "--local", "-d", "--force", "split", str(remote))
+    dvc(repo, env, "push")  # the team remote holds the earlier run (DVC pushes the runs a workspace's lock names)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
@@ -179,7 +181,7 @@ def test_a_split_deployment_runs_cpu_stages_on_one_pool_and_gpu_stages_on_anothe
         assert ran_in(gpu_run, stage) and restored_in(cpu_run, stage), stage
     for stage in ("fetch_dataset", "fetch_base_model", "fetch_benchmarks", "preprocess"):
         assert restored_in(gpu_run, stage), stage  # the GPU side ran none of the CPU stages...
-    assert restored_in(cpu_run, "evaluate_base") and restored_in(gpu_run, "evaluate_base")  # ...nor did either rerun this
+    assert restored_in(gpu_run, "evaluate_base") and restored_in(cpu_run, "evaluate_base")  # ...nor the earlier run's
     assert not (gpu_run / ".work/logs/publish.log").exists()
     # The outputs crossed whole: what the GPU side trained is what the CPU side published.
     for path in ("models/trained/model.safetensors", "reports/evaluate.json"):
@@ -200,7 +202,7 @@ def test_a_split_deployment_runs_cpu_stages_on_one_pool_and_gpu_stages_on_anothe
     stages = {run.data.tags["satori.stage"]: run for run in children}
     assert set(stages) == {"fetch_dataset", "fetch_base_model", "fetch_benchmarks", "preprocess", "train",
                            "evaluate_base", "evaluate", "publish"}  # fmt: skip
-    assert stages["fetch_base_model"].data.tags["satori.cached"] == "true"
+    assert all(stages[s].data.tags["satori.cached"] == "true" for s in ("fetch_base_model", "evaluate_base"))
     evaluation = json.loads((cpu_run / "reports/evaluate.json").read_text())
     assert parent.data.metrics["SatoriTiny_MMStar.trained"] == pytest.approx(evaluation["SatoriTiny_MMStar"]["trained"])
     assert parent.data.metrics["train.final_reward"] == pytest.approx(train["final_reward"])
