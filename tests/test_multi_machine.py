@@ -44,7 +44,8 @@ def test_two_machines_train_one_model_node_0_s_stage_and_node_1_s_worker(pipelin
     process each, world size 2. One model, one MLflow run, node 0's export whole; node 1 keeps scratch only."""
     repo, env, *_ = pipeline_run
     steps, per_device = 2, 4
-    overrides = ["train.nnodes=2", f"train.max_steps={steps}", f"train.eval_steps={steps}", f"train.save_steps={steps}",
+    # No validation pass (eval_steps past the last step): 37 s of two CPU processes this test does not need.
+    overrides = ["train.nnodes=2", f"train.max_steps={steps}", "train.eval_steps=1000", f"train.save_steps={steps}",
                  f"train.per_device_train_batch_size={per_device}", f"train.per_device_eval_batch_size={per_device}"]  # fmt: skip
     remote = tmp_path / "remote"
     node0 = prepare_run_dir(repo, "tiny", overrides, "node0")
@@ -131,7 +132,7 @@ def test_a_split_deployment_runs_cpu_stages_on_one_pool_and_gpu_stages_on_anothe
     server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
                               env=env, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)  # fmt: skip
-    overrides = ["download.synthetic.seed=5", "train.max_steps=4", "train.eval_steps=4", "train.save_steps=4"]
+    overrides = ["download.synthetic.seed=5", "train.max_steps=4", "train.eval_steps=1000", "train.save_steps=4"]
     workers = {}
     try:
         wait_until_healthy(f"{api}/health", server, tmp_path / "server.log")
