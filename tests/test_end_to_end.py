@@ -408,6 +408,9 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
         assert parent.data.metrics["SatoriTiny_MMBench.trained"] == pytest.approx(shown["SatoriTiny_MMBench"]["trained"])
         assert parent.data.metrics["train.final_reward"] == pytest.approx(shown["reward"]["final"])
         assert parent.data.tags["satori.ran"].split(",") == ["train", "evaluate", "publish"]
+    baseline = next(row["data"] for row in table if row.get("rev") == "workspace")["metrics"]["reports/metrics.json"]["data"]
+    changed_accuracies = [name for name, scores in baseline.items() if name != "reward"
+                          and scores["trained"] != experiments["lr-low"]["metrics"]["reports/metrics.json"]["data"][name]["trained"]]  # fmt: skip
     # The tables, as a 200-column terminal shows them: the metrics and the changed params whole. (`dvc exp show`
     # folds the columns of changed dependencies' hashes, past them, into one "…" column.)
     for args in (("exp", "show", "--only-changed", "--no-pager"), ("metrics", "show")):
@@ -416,7 +419,10 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
         print(shown.stdout)
         assert max(len(line) for line in shown.stdout.splitlines()) <= 200, shown.stdout
         header = next(line for line in shown.stdout.splitlines() if "reward.final" in line)
-        assert {"SatoriTiny_MMBench.trained", "SatoriTiny_MMStar.trained", "reward.mean"} <= set(header.split())
+        if args[0] == "metrics":
+            assert {"SatoriTiny_MMBench.trained", "SatoriTiny_MMStar.trained", "reward.mean"} <= set(header.split())
+        else:  # --only-changed: every metric that differs between the workspace and the experiments, whole
+            assert {f"{name}.trained" for name in changed_accuracies} | {"reward.mean"} <= set(header.split())
         if args[0] == "exp":
             assert {"tiny.train.learning_rate", "tiny.train.max_steps"} <= set(header.split())
             rows = {line.split("[")[1].split("]")[0]: line.split() for line in shown.stdout.splitlines() if "[lr-" in line}
