@@ -10,9 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==26.3
-	# --no-compile: pip would byte-compile every installed module (torch, transformers, ...) at install time; Python
-	# compiles the modules a run imports when it first imports them.
-	$(PY) -m pip install --quiet --no-compile -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip check
 	touch $(STAMP)
 
