@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Prefect keeps its local database under PREFECT_HOME; keep it in the project, not in ~.
@@ -447,8 +448,8 @@ def notify(flow_, flow_run, state) -> None:
         sender.notify(title="satori-pipeline", body=message)
 
 
-def run_folder(profile: str | None, overrides: list[str] | None, name: str | None) -> tuple[Path, str, str]:
-    """(folder, profile, revision) of a run in this checkout: itself for its active profile, else .runs/<name>."""
+def run_folder(profile: str | None, overrides: list[str] | None, name: str | None) -> tuple[Path, str, Any, str]:
+    """(folder, profile, its params, revision) of a run in this checkout: itself for its active profile, else .runs/<name>."""
     if overrides and not name:
         raise ValueError("a variant (--set) needs --name: the folder under .runs/ it runs in")
     active, _ = load_profile(REPO_ROOT / PARAMS_FILE)
@@ -459,8 +460,8 @@ def run_folder(profile: str | None, overrides: list[str] | None, name: str | Non
         os.environ.setdefault(CODE_REVISION_ENV, code_revision(REPO_ROOT))
         os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
         folder = prepare_run_dir(REPO_ROOT, profile, overrides, name)
-    profile, _ = load_profile(folder / PARAMS_FILE)
-    return folder, profile, os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
+    profile, params = load_profile(folder / PARAMS_FILE)
+    return folder, profile, params, os.environ.get(CODE_REVISION_ENV) or code_revision(REPO_ROOT)
 
 
 def run_on_pool(deployment_name: str, stages: list[str], **parameters) -> dict[str, bool]:
@@ -489,8 +490,7 @@ def satori_pipeline(
     overrides (`section.key=value`) make a variant of the profile, run in .runs/<name>. gpu_deployment
     (`satori-stages/<deployment>`, on another work pool): a split run; the `meta: {pool: gpu}` stages of
     dvc.yaml run there, in that worker's checkout, the outputs moving through the DVC remote."""
-    folder, profile, revision = run_folder(profile, overrides, name)
-    params = load_profile(folder / PARAMS_FILE)[1]
+    folder, profile, params, revision = run_folder(profile, overrides, name)
     logged = read_params(folder / PARAMS_FILE)[profile]
     name = name or profile
     tags = {tracking.VARIANT_TAG: " ".join(overrides)} if overrides else {}
@@ -545,15 +545,16 @@ def satori_stages(
         )
     os.environ.update({CODE_REVISION_ENV: revision, "MLFLOW_TRACKING_URI": tracking_uri,
                        tracking.PARENT_RUN_ENV: parent_run_id})  # fmt: skip
-    folder, profile, _ = run_folder(profile, overrides, name)
-    order = [stage for stage, _ in pipeline_stages(folder)]
+    folder, profile, _, _ = run_folder(profile, overrides, name)
+    listed = pipeline_stages(folder)
+    order = [stage for stage, _ in listed]
     unknown = sorted(set(stages) - set(order))
     if unknown:
         raise ValueError(f"{folder / 'dvc.yaml'} has no stage(s) {unknown}")
     last = max(order.index(stage) for stage in stages)
     with run_lock(folder, profile):
         quiet_console()
-        for stage, network in pipeline_stages(folder)[: last + 1]:
+        for stage, network in listed[: last + 1]:
             restore = stage not in stages and stage not in tracking.NO_RUN_STAGES
             stage_task(stage, network)(stage, str(folder), split=True, restore_only=restore)
         push_run_cache(folder)
