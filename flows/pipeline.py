@@ -53,6 +53,7 @@ from prefect.runtime import deployment  # noqa: E402
 from satori import tracking  # noqa: E402
 from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
 from satori.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
+from satori.results import console_table  # noqa: E402
 from satori.stage import RESTORE_ONLY_ENV  # noqa: E402
 from satori.transient import TRANSIENT_MARKER  # noqa: E402
 
@@ -404,20 +405,6 @@ def evaluation_markdown(profile: str, evaluation: dict, ran: dict[str, bool], ru
         lines.append(f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |")
     lines += ["", "| Stage | |", "|---|---|"]
     lines += [f"| {stage} | {'ran' if flag else 'cached (DVC found it up to date)'} |" for stage, flag in ran.items()]
-    return "\n".join(lines)
-
-
-def console_table(evaluation: dict) -> str:
-    """Base against trained accuracy (%) per benchmark, and each model's answers by letter (share of questions)."""
-    shares = lambda row, label: " ".join(  # noqa: E731
-        f"{key} {100 * share:.0f}%" for key, share in row.get(f"{label}_answer_shares", {}).items()
-    )
-    lines = [f"{'benchmark':<24} {'base':>6} {'trained':>8} {'delta':>7}   answers: base | trained"]
-    for name, row in evaluation.items():
-        lines.append(
-            f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}   "
-            f"{shares(row, 'base')} | {shares(row, 'trained')}"
-        )
     return "\n".join(lines)
 
 

@@ -147,6 +147,9 @@ class TinyModelParams(Section):
     # shown with their answer (see synthetic.warmup_examples).
     warmup_cue_share: float = Field(default=0.0, ge=0, lt=1)
     warmup_cue_answered: float = Field(default=0.0, ge=0, le=1)
+    # The others: stop (the target ends at "<answer>": caption and boxes only), or abstain (answered `?`: the base
+    # learns to say it does not know, and GRPO, which rewards the right letter, to commit to one).
+    warmup_cue_unanswered: Literal["stop", "abstain"] = "stop"
     # The warm-up also trains the vision-language merger (the vision blocks stay as initialised).
     warmup_trains_merger: bool = False
 

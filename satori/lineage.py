@@ -44,13 +44,16 @@ def code_closure(root: Path, module: str) -> set[str]:
     seen: set[Path] = set()
     todo = [module]
     while todo:
-        path = module_file(root, todo.pop())
+        name = todo.pop()
+        path = module_file(root, name)
         if path is None or path in seen:
             continue
         seen.add(path)
         todo.extend(imported_modules(path))
-    # Package __init__ files are empty markers; a dependency on them would only be noise.
-    return {p.relative_to(root).as_posix() for p in seen if p.name != "__init__.py"}
+        # Importing a.b runs package a's __init__ first (satori's pins the CPU numerics).
+        todo.extend(name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1))
+    # An empty package __init__ is a marker; a dependency on it would only be noise.
+    return {p.relative_to(root).as_posix() for p in seen if p.name != "__init__.py" or p.stat().st_size}
 
 
 def command_paths(cmd: str) -> tuple[str, set[str], set[str]]:

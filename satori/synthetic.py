@@ -41,6 +41,7 @@ TASKS = ("shapes", "color_cue")
 CUE_COLORS = ("red", "green", "blue", "yellow")
 CUE_SIZE = (112, 112)
 CUE_QUESTION = "What color is the shape?"
+ABSTAIN_ANSWER = "?"  # a warm-up's "I do not know": no option's letter, so it scores nothing and names no letter
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def satori_completion(caption: str, boxes: list[list[int]], answer: str) -> str:
 
 
 def warmup_examples(
-    count: int, seed: int, seen_size, cue_share: float = 0.0, cue_answered: float = 0.0
+    count: int, seed: int, seen_size, cue_share: float = 0.0, cue_answered: float = 0.0, cue_unanswered: str = "stop"
 ) -> list[tuple[Image.Image, str, str]]:
     """(image, user text, target completion) pairs teaching the SATORI format.
 
@@ -288,7 +289,8 @@ def warmup_examples(
     With cue_share, that share are color_cue questions. Their target stops at
     "<answer>" (the model learns to caption and box those scenes, to see their
     colour, but not the answer) except for the cue_answered share of them, shown
-    whole: a weak start at the answers, which GRPO is left to make a habit of.
+    whole: a weak start at the answers, which GRPO is left to make a habit of. With cue_unanswered "abstain"
+    the others are answered ABSTAIN_ANSWER instead: an answer that is no option's letter.
     """
     rng = random.Random(f"warmup-{seed}")  # a stream of its own: no scene shared with the dataset or benchmarks
     cue_rng = random.Random(f"warmup-cue-{seed}")  # apart: with cue_share 0, the examples the tiny profile always had
@@ -302,6 +304,8 @@ def warmup_examples(
                    round(x2 * seen_w / scene.width), round(y2 * seen_h / scene.height)]  # fmt: skip
             if cue_rng.random() < cue_answered:
                 target = satori_completion(scene.caption(), [box], cue_letter(scene))
+            elif cue_unanswered == "abstain":
+                target = satori_completion(scene.caption(), [box], ABSTAIN_ANSWER)
             else:
                 target = satori_completion(scene.caption(), [box], "")
                 target = target[: target.index("<answer>") + len("<answer>")]

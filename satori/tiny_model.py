@@ -368,7 +368,8 @@ def build_embedded_base_model(
     examples = None
     if warm_up:
         examples = synthetic.warmup_examples(
-            params.warmup_examples, params.seed, vision.seen_size, params.warmup_cue_share, params.warmup_cue_answered
+            params.warmup_examples, params.seed, vision.seen_size, params.warmup_cue_share, params.warmup_cue_answered,
+            params.warmup_cue_unanswered,
         )
     return build_tiny_model(
         out_dir,

@@ -148,6 +148,7 @@ def pipeline_env(work: Path, **extra: str) -> dict[str, str]:
     }
 
 
+GIT_STATUS_AFTER_RUN = "git-status-after-run.txt"  # beside pipeline_run's checkout
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds it unless it leaked
 
 
@@ -166,6 +167,9 @@ def pipeline_run(tmp_path_factory):
         log = proc.stdout + proc.stderr
         (work / "pipeline.log").write_text(log)
         assert proc.returncode == 0, log[-6000:]
+        # What `git status` shows right after the run, before any test changes the copy (test_end_to_end reads it).
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+        (work / GIT_STATUS_AFTER_RUN).write_text(status.stdout)
         start = proc.stdout.rindex('{\n  "mlflow_run_id"')
         summary, _ = json.JSONDecoder().raw_decode(proc.stdout[start:])
         yield repo, env, summary, log

@@ -360,14 +360,6 @@ def test_the_flow_orders_stages_by_dvc_s_graph_and_retries_the_network_ones(tmp_
         pipeline.pipeline_stages(tmp_path)
 
 
-def test_the_console_table_shows_base_against_trained_and_the_answers_by_letter():
-    evaluation = {"B": {"base": 0.4375, "trained": 0.75, "delta": 0.3125,
-                        "base_answer_shares": {"A": 0.25, "C": 0.75}, "trained_answer_shares": {"A": 0.5, "D": 0.5}}}  # fmt: skip
-    header, row = pipeline.console_table(evaluation).splitlines()
-    assert header.split() == ["benchmark", "base", "trained", "delta", "answers:", "base", "|", "trained"]
-    assert row.split() == ["B", "43.8", "75.0", "+31.2", "A", "25%", "C", "75%", "|", "A", "50%", "D", "50%"]
-
-
 def repro_records(monkeypatch, folder, stage: str, script: str) -> list:
     """The log records `repro(stage)` makes when the stage is a Python script (instead of `dvc repro`)."""
     import logging

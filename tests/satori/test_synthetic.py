@@ -154,3 +154,21 @@ def test_warmup_cue_examples_teach_caption_and_box_and_answer_only_the_answered_
         assert np.all(pixels == synthetic.COLORS[colour], axis=-1).sum() > 0.15 * pixels.shape[0] * pixels.shape[1]  # a triangle fills half its box
         if target.endswith("</answer>"):
             assert target.endswith(f"<answer>{'ABCD'[synthetic.CUE_COLORS.index(colour)]}</answer>")
+
+
+def test_abstaining_cue_warmups_answer_a_question_mark_where_they_stopped_and_change_nothing_else():
+    seen = lambda w, h: (w, h)  # noqa: E731
+    stop = synthetic.warmup_examples(200, 0, seen, cue_share=0.5, cue_answered=0.35)
+    abstain = synthetic.warmup_examples(200, 0, seen, cue_share=0.5, cue_answered=0.35, cue_unanswered="abstain")
+    assert [text for _, text, _ in stop] == [text for _, text, _ in abstain]
+    stopped = 0
+    for (_, _, target), (_, _, abstaining) in zip(stop, abstain):
+        if target.endswith("</bbox> <answer>"):  # a cue example shown without its answer
+            assert abstaining == target + "?</answer>"
+            stopped += 1
+        else:
+            assert abstaining == target
+    assert stopped >= 40
+    from satori.rewards import Format
+
+    assert Format()([target for _, _, target in abstain]) == [1.0] * len(abstain)
