@@ -166,7 +166,11 @@ def test_a_split_deployment_runs_cpu_stages_on_one_pool_and_gpu_stages_on_anothe
         for worker in workers.values():
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGTERM)
-                worker.wait(timeout=60)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:  # a loaded machine: the worker's own shutdown is not tested here
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait(timeout=20)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     print(f"split pipeline: {wall:.0f} s from the workers' start to both ending")

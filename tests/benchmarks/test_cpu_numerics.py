@@ -21,7 +21,7 @@ def machine_capability() -> str:
 
 
 def test_the_pinning_benchmark_times_both_modes_with_their_own_kernels(capsys):
-    result = cpu_numerics.main(["--steps", "2", "--questions", "2", "--rounds", "1"])
+    result = cpu_numerics.main(["--steps", "1", "--questions", "1", "--rounds", "1"])
     (pinned,), (native,) = result["runs"]["pinned"], result["runs"]["native"]
     assert (pinned["capability"], pinned["threads"]) == ("AVX2", 1)
     assert native["capability"] == machine_capability()
