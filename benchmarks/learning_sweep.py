@@ -30,7 +30,7 @@ from pathlib import Path
 from flows.pipeline import prepare_run_dir
 from satori.config import REPO_ROOT
 from satori.learning import quarter_summary, read_reward_table
-from satori.results import SWEEP_TABLE
+from satori.results import SWEEP_TABLE, shares_text
 
 SETTINGS = {
     "lr1e-4": ["train.learning_rate=1e-4"],
@@ -81,7 +81,7 @@ def seed_results(folder: Path) -> dict[str, dict]:
 
 def seeds_table(results: dict[int, dict[str, dict]]) -> str:
     """The sweep as a markdown table: a row per seed and benchmark."""
-    shares = lambda letters: " ".join(f"{k} {100 * v:.0f}%" for k, v in letters.items()) or "no letter"  # noqa: E731
+    shares = lambda letters: shares_text(letters) or "no letter"  # noqa: E731
     lines = ["| warm-up seed | benchmark | base | trained | gain | answers: base \\| trained | bar |",
              "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
     for seed, benchmarks in results.items():

@@ -38,8 +38,9 @@ REWARD_ROWS = {
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated: (?P=name) -->)", re.DOTALL)
 
 
-def letter_shares(row: dict, label: str) -> str:
-    return " ".join(f"{key} {100 * share:.0f}%" for key, share in row.get(f"{label}_answer_shares", {}).items())
+def shares_text(shares: dict[str, float]) -> str:
+    """Answer shares as people read them: `A 25% B 31% other 44%`."""
+    return " ".join(f"{key} {100 * share:.0f}%" for key, share in shares.items())
 
 
 def console_table(evaluation: dict) -> str:
@@ -48,7 +49,7 @@ def console_table(evaluation: dict) -> str:
     for name, row in evaluation.items():
         lines.append(
             f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}   "
-            f"{letter_shares(row, 'base')} | {letter_shares(row, 'trained')}"
+            f"{shares_text(row.get('base_answer_shares', {}))} | {shares_text(row.get('trained_answer_shares', {}))}"
         )
     return "\n".join(lines)
 
