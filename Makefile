@@ -22,7 +22,7 @@ run: $(STAMP)
 # The paper profile's code path at tiny scale on CPU: Hub-layout mirrors, 2 training and 2 evaluation
 # processes, sharded checkpoints, full tuning and LoRA. Each profile runs in .runs/<profile>.
 rehearse: $(STAMP)
-	$(PY) -m satori.mirrors --out .rehearsal
+	$(PY) -m satori.data.mirrors --out .rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal_lora
 
@@ -33,13 +33,15 @@ learn: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline --name control --set train.reward_control=invert \
 		--set train.max_steps=40 --set train.eval_steps=40 --set train.save_steps=40
-	$(PY) -m satori.learning . .runs/control
+	$(PY) -m satori.reports.learning . .runs/control
 
+# Two processes (pytest-xdist): the slow tests' pipeline runs go side by side; the tests sharing a run stay in one
+# process (tests/conftest.py groups them).
 test: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not slow"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
 
 # The wheels the GPU check needs beyond the GPU machine's packages (benchmarks/gpu_bundle.txt), for CPython 3.12
 # manylinux x86_64, in .whl/; prints their total with the tracked tree's. See the README's GPU section.

@@ -1,4 +1,4 @@
-"""What the pinned CPU numerics cost (satori.cpu_numerics): the embedded base model's warm-up (forward and backward,
+"""What the pinned CPU numerics cost (satori.core.cpu_numerics): the embedded base model's warm-up (forward and backward,
 as GRPO's update) and the evaluation's batched greedy generation (as GRPO's rollouts), pinned against the machine's own
 choices, side by side in one run (the modes alternate, each in a fresh process: the settings load with torch).
 
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from satori.cpu_numerics import MODE_ENV, NATIVE, PINNED
-from satori.config import REPO_ROOT
-from satori.results import PINNING_COST_TABLE
+from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED
+from satori.core.config import REPO_ROOT
+from satori.reports.results import PINNING_COST_TABLE
 
 MODES = ("pinned", "native")
 
@@ -33,8 +33,8 @@ def measure(steps: int, questions: int) -> dict:
     import torch
 
     from benchmarks import eval_throughput
-    from satori.config import load_profile, system_prompt
-    from satori.tiny_model import build_embedded_base_model
+    from satori.core.config import load_profile, system_prompt
+    from satori.data.tiny_model import build_embedded_base_model
 
     _, profile = load_profile(REPO_ROOT / "params.yaml", "tiny")
     tiny = profile.base_model.tiny.model_copy(update={"warmup_steps": steps})

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from satori import synthetic
-from satori.config import REPO_ROOT, system_prompt
+from satori.data import synthetic
+from satori.core.config import REPO_ROOT, system_prompt
 
 # Qwen2.5-VL-3B-Instruct's published config values (no download: the weights are random).
 QWEN25_VL_3B = {
@@ -38,7 +38,7 @@ def random_3b_config():
     """The tiny model's config (Qwen's token ids) with Qwen2.5-VL-3B's sizes."""
     from transformers import Qwen2_5_VLConfig
 
-    from satori import tiny_model
+    from satori.data import tiny_model
 
     tiny_config = tiny_model.build_config(32, 1)
     text = {**tiny_config.text_config.to_dict(), **QWEN25_VL_3B["text"], "tie_word_embeddings": True}
@@ -52,7 +52,7 @@ def build_random_3b(out_dir: Path) -> Path:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from satori import tiny_model
+    from satori.data import tiny_model
 
     tiny_model.build_tiny_model(
         out_dir,
@@ -88,7 +88,7 @@ def questions(count: int, seed: int, folder: Path) -> list[tuple[int, list[dict]
 
 
 def run(model_dir: Path, planned, batch_size: int, args) -> tuple[float, list[str], float]:
-    from satori.vlm_adapter import SatoriVLM
+    from satori.evaluation.vlm_adapter import SatoriVLM
 
     vlm = SatoriVLM(
         model_dir, system_prompt=system_prompt(REPO_ROOT / "prompt.txt"), append_instruction=True, min_pixels=args.min_pixels,

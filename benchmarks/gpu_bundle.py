@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from satori.config import REPO_ROOT
+from satori.core.config import REPO_ROOT
 
 REQUIREMENTS = REPO_ROOT / "benchmarks" / "gpu_bundle.txt"
 LIMIT_MIB = 60

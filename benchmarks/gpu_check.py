@@ -5,9 +5,9 @@ batched evaluation check, as one table.
     python -m benchmarks.gpu_check --cpu      # the same code on the embedded tiny model (the CI rehearsal)
 
 It needs only the GPU machine's packages plus the wheels of `make gpu-bundle` (no Prefect, DVC, MLflow or
-VLMEvalKit): per setting it builds the train stage's command line (satori.swift_cli, checked by ms-swift's
-parser), runs `swift rlhf` with the project's reward plugin (satori.swift_run), exports the last checkpoint
-whole (satori.export) and reads ms-swift's log. Rows: seconds per step, completion tokens/s/GPU, decode
+VLMEvalKit): per setting it builds the train stage's command line (satori.training.swift_cli, checked by ms-swift's
+parser), runs `swift rlhf` with the project's reward plugin (satori.training.swift_run), exports the last checkpoint
+whole (satori.training.export) and reads ms-swift's log. Rows: seconds per step, completion tokens/s/GPU, decode
 milliseconds per token (one timed `generate` of the setting's generation batch, as ms-swift's transformers
 engine generates it: all rows in one call) and its ratio to the HBM bound (streaming the weights once),
 peak memory. The table goes to stdout and, when $OUT is set, to $OUT/gpu_check.md and $OUT/gpu_check.json.
@@ -21,13 +21,13 @@ import os
 import time
 from pathlib import Path
 
-from satori import synthetic
-from satori.checkpoints import last_checkpoint
-from satori.config import REPO_ROOT, TrainParams, VisionParams, read_params, system_prompt, validate_profile
-from satori.export import export_model, weight_files
-from satori.preprocessing import preprocess
-from satori.swift_cli import check_swift_arguments, swift_arguments, swift_environment
-from satori.swift_run import read_log_history, run_swift
+from satori.data import synthetic
+from satori.training.checkpoints import last_checkpoint
+from satori.core.config import REPO_ROOT, TrainParams, VisionParams, read_params, system_prompt, validate_profile
+from satori.training.export import export_model, weight_files
+from satori.data.preprocessing import preprocess
+from satori.training.swift_cli import check_swift_arguments, swift_arguments, swift_environment
+from satori.training.swift_run import read_log_history, run_swift
 
 # The rollout settings compared. seed: the published per-GPU batch (one prompt x num_generations per step,
 # generated every step). fast: four steps' prompts generated in one call (train.steps_per_generation).
@@ -54,7 +54,7 @@ def build_model(folder: Path, cpu: bool) -> Path:
         return model
     start = time.monotonic()
     if cpu:
-        from satori.tiny_model import build_embedded_base_model
+        from satori.data.tiny_model import build_embedded_base_model
 
         tiny = validate_profile("tiny", read_params(REPO_ROOT / "params.yaml")["tiny"])
         # Not warmed up: the check measures speed, not answers.
@@ -81,7 +81,7 @@ def build_data(folder: Path, model: Path, vision: VisionParams, preprocess_param
 def localized(processed: Path, work: Path, val_rows: int) -> tuple[Path, Path]:
     """The rows with absolute image paths, as the train stage hands them to ms-swift; the validation split cut
     to val_rows (ms-swift validates once at the end: the check times training, not that pass)."""
-    from satori.grpo_launch import localize_rows
+    from satori.training.grpo_launch import localize_rows
 
     files = []
     for split in ("train", "val"):
@@ -165,7 +165,7 @@ def decode_timing(model_dir: Path, rows: int, new_tokens: int, temperature: floa
     """One sampled generation of `rows` completions of exactly new_tokens tokens: milliseconds per decode step."""
     import torch
 
-    from satori.batched_generation import BatchedGenerator
+    from satori.evaluation.batched_generation import BatchedGenerator
 
     cuda = torch.cuda.is_available()
     engine = BatchedGenerator(
@@ -203,7 +203,7 @@ def eval_check(model_dir: Path, folder: Path, questions: int, batch_size: int, v
     """Greedy answers to MMBench-shaped questions one at a time, then batch_size at a time: samples/s each."""
     import base64
 
-    from satori.batched_generation import BatchedGenerator
+    from satori.evaluation.batched_generation import BatchedGenerator
 
     engine = BatchedGenerator(
         model_dir, system_prompt=system_prompt(PROMPT), append_instruction=True, min_pixels=vision.min_pixels,

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.gpu_bundle import download, pinned
-from satori.config import REPO_ROOT
+from satori.core.config import REPO_ROOT
 
 GPU_MACHINE_PACKAGES = REPO_ROOT.parent / "shared" / "gpu-machine" / "packages.txt"
 

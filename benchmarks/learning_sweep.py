@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from flows.pipeline import prepare_run_dir
-from satori.config import REPO_ROOT
-from satori.learning import quarter_summary, read_reward_table
-from satori.results import SWEEP_TABLE, shares_text
+from satori.core.config import REPO_ROOT
+from satori.reports.learning import quarter_summary, read_reward_table
+from satori.reports.results import SWEEP_TABLE, shares_text
 
 SETTINGS = {
     "lr1e-4": ["train.learning_rate=1e-4"],
@@ -95,7 +95,7 @@ def seeds_table(results: dict[int, dict[str, dict]]) -> str:
 
 
 def sweep_seeds(checkout: Path, seeds: list[int], jobs: int = 1) -> dict[int, dict[str, dict]]:
-    """Each seed's whole default, `jobs` at a time (each stage computes on one thread: satori.cpu_numerics)."""
+    """Each seed's whole default, `jobs` at a time (each stage computes on one thread: satori.core.cpu_numerics)."""
 
     def one(seed: int) -> dict[str, dict]:
         return seed_results(run_variant(checkout, f"seed{seed}", [f"base_model.tiny.seed={seed}"], "evaluate"))

@@ -4,7 +4,7 @@ Builds a synthetic dataset shaped like VQA-Verify (12,000 rows by default, JPEG 
 to 1920x1080, ~3% malformed rows, a truncated JPEG among them), then runs, each in a fresh process,
 side by side:
 
-- ours: satori.preprocessing as the stage runs it (rows streamed, every distinct image decoded in
+- ours: satori.data.preprocessing as the stage runs it (rows streamed, every distinct image decoded in
   full once, cached by content hash);
 - header only: the same, but only the image header read (what the stage did before; keeps the truncated image);
 - full decode, every row: no cache, each row's image decoded again;
@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from satori.config import REPO_ROOT, system_prompt
+from satori.core.config import REPO_ROOT, system_prompt
 
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 720), (1600, 900), (1920, 1080)]
 MALFORMED_SHARE = 0.03
@@ -91,8 +91,8 @@ def worker(mode: str, data: Path, tables: str, model_dir: Path) -> None:
     header_only: only the image header read (the stage before full decoding; misses truncated data).
     no_cache:    every row's image decoded in full, even when rows share an image.
     """
-    from satori import preprocessing as pre
-    from satori.config import PreprocessParams, load_profile
+    from satori.data import preprocessing as pre
+    from satori.core.config import PreprocessParams, load_profile
 
     _, paper = load_profile(REPO_ROOT / "params.yaml", name="paper")
     if mode == "header_only":
@@ -176,8 +176,8 @@ def main() -> None:
         worker(args.worker, args.data, args.tables, args.model)
         return
 
-    from satori import synthetic
-    from satori.tiny_model import build_tiny_model
+    from satori.data import synthetic
+    from satori.data.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         root, model_dir = Path(tmp) / "vqa", Path(tmp) / "model"

@@ -13,7 +13,7 @@ import re
 
 from qwen_vl_utils import smart_resize
 
-from satori.rewards import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+from satori.rewards.plugin import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 PUBLISHED_FORMAT = re.compile(
     r"^\s*<caption>.*?</caption>\s*<bbox>\s*\[\[.*?\]\]\s*</bbox>\s*<answer>.*?</answer>\s*$",

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.gpu_check import SETTINGS, build_model, decode_timing, profile_train, rows_per_generation
-from satori import synthetic
-from satori.config import REPO_ROOT
+from satori.data import synthetic
+from satori.core.config import REPO_ROOT
 
 
 def main() -> None:

@@ -51,11 +51,11 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import deployment  # noqa: E402
 
 from satori import tracking  # noqa: E402
-from satori.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
-from satori.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
-from satori.results import console_table  # noqa: E402
+from satori.core.config import PARAMS_FILE, ParamsError, load_profile, profile_names, read_params, validate_profile  # noqa: E402
+from satori.core.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
+from satori.reports.results import console_table  # noqa: E402
 from satori.stage import RESTORE_ONLY_ENV  # noqa: E402
-from satori.transient import TRANSIENT_MARKER  # noqa: E402
+from satori.core.transient import TRANSIENT_MARKER  # noqa: E402
 
 NOTIFY_URL_ENV = "SATORI_NOTIFY_URL"  # an Apprise URL (Slack, e-mail, ...) told of every finished run
 RUNS_DIR = ".runs"  # copies of the checkout, one per other profile (git-ignored)

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from satori import tracking
-from satori.config import InputError, Profile, load_profile
+from satori.core.config import InputError, Profile, load_profile
 
 DEBUG_ENV = "SATORI_DEBUG"  # set: a bad param or input shows its traceback too
 ERROR_PREFIX = "satori: error:"

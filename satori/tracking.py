@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from satori.config import REPO_ROOT
+from satori.core.config import REPO_ROOT
 
 PARENT_RUN_ENV = "SATORI_PARENT_RUN_ID"
 STAGE_TAG = "satori.stage"
@@ -302,8 +302,8 @@ def launch_parent(experiment_name: str, profile: str) -> str | None:
     found = client.search_runs([experiment.experiment_id], query, max_results=1)
     if found:
         return found[0].info.run_id
-    from satori.config import PARAMS_FILE, read_params
-    from satori.lineage import code_revision
+    from satori.core.config import PARAMS_FILE, read_params
+    from satori.core.lineage import code_revision
 
     params = read_params(REPO_ROOT / PARAMS_FILE)[profile]
     how = dvc_launch()
@@ -478,7 +478,7 @@ def log_datasets(files: Mapping[str, Path], context: str) -> None:
     import mlflow
     import pandas as pd
 
-    from satori.files import file_md5
+    from satori.core.files import file_md5
 
     for name, path in files.items():
         table = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path, sep="\t")

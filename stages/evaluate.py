@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 from satori import tracking
-from satori.benchmark_files import benchmark_tsvs, validate_benchmark_folder
-from satori.evaluation import reported_completions, score_model, summarize
-from satori.scoring import benchmark_rules, scoring_rules
-from satori.files import atomic_dir, write_json
-from satori.gallery import draw, evaluation_samples, grid, save_png
+from satori.evaluation.benchmark_files import benchmark_tsvs, validate_benchmark_folder
+from satori.evaluation.run import reported_completions, score_model, summarize
+from satori.evaluation.scoring import benchmark_rules, scoring_rules
+from satori.core.files import atomic_dir, write_json
+from satori.rewards.gallery import draw, evaluation_samples, grid, save_png
 from satori.stage import Stage, run_main
 
 

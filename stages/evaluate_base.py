@@ -10,10 +10,10 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.benchmark_files import benchmark_tsvs, validate_benchmark_folder
-from satori.evaluation import score_model
-from satori.scoring import base_variants, benchmark_rules, scoring_rules
-from satori.files import write_json
+from satori.evaluation.benchmark_files import benchmark_tsvs, validate_benchmark_folder
+from satori.evaluation.run import score_model
+from satori.evaluation.scoring import base_variants, benchmark_rules, scoring_rules
+from satori.core.files import write_json
 from satori.stage import Stage, run_main
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.config import system_prompt
-from satori.files import atomic_dir, write_source
-from satori.hub import hub_snapshot
+from satori.core.config import system_prompt
+from satori.core.files import atomic_dir, write_source
+from satori.core.hub import hub_snapshot
 from satori.stage import Stage, run_main
-from satori.tiny_model import build_embedded_base_model
-from satori.transient import report_transient
+from satori.data.tiny_model import build_embedded_base_model
+from satori.core.transient import report_transient
 
 
 READS = ("base_model", "vision")

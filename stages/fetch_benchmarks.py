@@ -6,11 +6,12 @@ python -m stages.fetch_benchmarks --mirror-manifest data/mirrors/benchmarks.json
 from __future__ import annotations
 
 
-from satori import synthetic, tracking
-from satori.benchmark_files import fetch_official_tsv, validate_benchmark_tsv
-from satori.files import atomic_dir, write_json
+from satori import tracking
+from satori.data import synthetic
+from satori.evaluation.benchmark_files import fetch_official_tsv, validate_benchmark_tsv
+from satori.core.files import atomic_dir, write_json
 from satori.stage import Stage, run_main
-from satori.transient import report_transient
+from satori.core.transient import report_transient
 
 
 READS = ("benchmarks",)

@@ -6,11 +6,12 @@ python -m stages.fetch_dataset --mirror-manifest data/mirrors/dataset.json --out
 from __future__ import annotations
 
 
-from satori import synthetic, tracking
-from satori.files import atomic_dir, file_manifest, write_json, write_source
-from satori.hub import hub_snapshot
+from satori import tracking
+from satori.data import synthetic
+from satori.core.files import atomic_dir, file_manifest, write_json, write_source
+from satori.core.hub import hub_snapshot
 from satori.stage import Stage, run_main
-from satori.transient import report_transient
+from satori.core.transient import report_transient
 
 
 READS = ("download",)

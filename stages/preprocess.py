@@ -8,9 +8,9 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.config import SPLIT_SIZE_KEYS, check_split_sizes, system_prompt
-from satori.files import write_json
-from satori.preprocessing import PreprocessError, preprocess
+from satori.core.config import SPLIT_SIZE_KEYS, check_split_sizes, system_prompt
+from satori.core.files import write_json
+from satori.data.preprocessing import PreprocessError, preprocess
 from satori.stage import Stage, run_main
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 from satori import tracking
-from satori.files import atomic_dir, write_json
-from satori.publishing import build_folder, check_reloads, code_revision, push
+from satori.core.files import atomic_dir, write_json
+from satori.publishing.card import build_folder, check_reloads, code_revision, push
 from satori.stage import Stage, run_main
-from satori.transient import report_transient
+from satori.core.transient import report_transient
 
 
 READS = ("*",)

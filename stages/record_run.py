@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from satori import tracking
-from satori.files import write_json
-from satori.lineage import stage_outputs
+from satori.core.files import write_json
+from satori.core.lineage import stage_outputs
 from satori.stage import Stage, run_main
 
 READS = ("mlflow_experiment",)

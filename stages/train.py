@@ -19,11 +19,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from satori import grpo_launch, tracking
-from satori.config import SPLITS
-from satori.export import export_run
+from satori import tracking
+from satori.training import grpo_launch
+from satori.core.config import SPLITS
+from satori.training.export import export_run
 from satori.stage import Stage, run_main
-from satori.train_report import write_train_report
+from satori.training.train_report import write_train_report
 
 READS = ("train", "vision")
 WORKER_FLAG = "--worker"

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from satori import tracking
-from satori.benchmark_files import mirrored_tsv
-from satori.files import content_digests, write_json
-from satori.hub import mirror_path, mirrored_files
+from satori.evaluation.benchmark_files import mirrored_tsv
+from satori.core.files import content_digests, write_json
+from satori.core.hub import mirror_path, mirrored_files
 from satori.stage import Stage, run_main
 
 READS = ("download", "base_model", "benchmarks")

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from satori.config import REPO_ROOT, system_prompt
+from satori.core.config import REPO_ROOT, system_prompt
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Qwen2.5-VL built without the warm start (seconds): for loading and plumbing tests."""
-    from satori import synthetic
-    from satori.tiny_model import build_tiny_model
+    from satori.data import synthetic
+    from satori.data.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_model")
     build_tiny_model(
@@ -92,7 +92,7 @@ def use_profile(tmp_path, monkeypatch, isolated_env):
     the given sections replaced (dicts), prompt.txt beside it, the working directory set to it."""
     import yaml
 
-    from satori.config import read_params
+    from satori.core.config import read_params
 
     def write(name: str = "tiny", **sections) -> Path:
         raw = read_params(REPO_ROOT / "params.yaml")
@@ -220,8 +220,8 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: f
 
 def _env(work: Path, tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
-    from satori.config import REPO_ROOT
-    from satori.lineage import code_revision
+    from satori.core.config import REPO_ROOT
+    from satori.core.lineage import code_revision
 
     env.update(
         # The copy is a new git repository: the card names the revision of the checkout it was copied from.
@@ -233,3 +233,13 @@ def _env(work: Path, tracking_uri: str) -> dict[str, str]:
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     return env
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite in two processes (pytest-xdist, --dist loadgroup). A pipeline run is made once
+    per process that asks for it, so the tests that share one stay together: those on the session's default
+    run (pipeline_run), and each module's tests (its module-scoped fixtures: the rehearsal, the simulated
+    machines)."""
+    for item in items:
+        group = "pipeline_run" if "pipeline_run" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import pipeline_stages
-from satori.config import REPO_ROOT
+from satori.core.config import REPO_ROOT
 from tests.conftest import FAKE_TOKEN, accuracy_from_predictions
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ ALWAYS = ["watch_mirrors", "record_run"]
 
 
 def default_profile(repo: Path):
-    from satori.config import load_profile
+    from satori.core.config import load_profile
 
     return load_profile(repo / "params.yaml")[1]
 
@@ -215,8 +215,8 @@ def test_second_repro_runs_nothing(pipeline_run):
 
 
 def test_grpo_ran_the_project_rewards(pipeline_run):
-    """The Format value ms-swift logged for every rollout is what satori.rewards computes for it."""
-    from satori.rewards import Format
+    """The Format value ms-swift logged for every rollout is what satori.rewards.plugin computes for it."""
+    from satori.rewards.plugin import Format
 
     import mlflow
 
@@ -239,12 +239,12 @@ def test_grpo_ran_the_project_rewards(pipeline_run):
 
 def test_a_run_at_another_path_reproduces_the_committed_dvc_lock_and_leaves_git_clean(pipeline_run):
     """Every output hash of the run equals the checkout's dvc.lock, whatever changed: the embedded default computes
-    the same bits on every machine (satori.cpu_numerics), so a difference here means the committed lock is stale
+    the same bits on every machine (satori.core.cpu_numerics), so a difference here means the committed lock is stale
     (run `make run` and commit dvc.lock) or this machine computes differently. The run leaves `git status` clean but
     for dvc.lock (the copy is committed without it), and on a clean checkout (CI) the whole lock is the same text."""
     import yaml
 
-    from satori.config import REPO_ROOT
+    from satori.core.config import REPO_ROOT
     from tests.conftest import GIT_STATUS_AFTER_RUN
 
     repo, *_ = pipeline_run
@@ -467,7 +467,7 @@ def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
     """The same code, data and params in a folder of their own (a variant whose override changes nothing):
     DVC restores every stage from its run cache, train included, instead of training again."""
     from flows.pipeline import prepare_run_dir
-    from satori.config import load_profile
+    from satori.core.config import load_profile
 
     repo, env, *_ = pipeline_run
     rate = load_profile(repo / "params.yaml")[1].train.learning_rate
@@ -494,10 +494,10 @@ def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
 
 
 def test_the_readme_s_numbers_are_the_run_s(pipeline_run):
-    """`python -m satori.results --check` as the README gives it, in the run's checkout; and, apart from the
+    """`python -m satori.reports.results --check` as the README gives it, in the run's checkout; and, apart from the
     generator, each benchmark's accuracies recomputed from the prediction tables stand in the README's table."""
     repo, env, *_ = pipeline_run
-    done = subprocess.run([sys.executable, "-m", "satori.results", "--check"], cwd=repo, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "satori.reports.results", "--check"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     readme = (REPO_ROOT / "README.md").read_text()

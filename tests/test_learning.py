@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from satori.config import load_profile
-from satori.reward_registry import REWARD_CLASSES
+from satori.core.config import load_profile
+from satori.core.reward_registry import REWARD_CLASSES
 from tests.conftest import accuracy_from_predictions, predicted_letter
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def runs(pipeline_run):
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     start = done.stdout.rindex('{\n  "mlflow_run_id"')
     control, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
-    summary = subprocess.run([sys.executable, "-m", "satori.learning", ".", ".runs/control"], cwd=repo, env=env,
+    summary = subprocess.run([sys.executable, "-m", "satori.reports.learning", ".", ".runs/control"], cwd=repo, env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     return repo, env, {"default": default, "control": control}, summary
 

@@ -26,7 +26,7 @@ def rehearsal(tmp_path_factory):
     repo = copy_checkout(work / "checkout")
     env = pipeline_env(work, SATORI_MIRROR=str(repo / ".rehearsal"))
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
-    done = run(sys.executable, "-m", "satori.mirrors", "--out", ".rehearsal")
+    done = run(sys.executable, "-m", "satori.data.mirrors", "--out", ".rehearsal")
     assert done.returncode == 0, done.stderr[-3000:]
     results = {}
     for profile in ("rehearsal", "rehearsal_lora"):
@@ -55,7 +55,7 @@ def test_the_dataset_came_from_the_hub_layout_mirror_with_embedded_images(rehear
     ]  # fmt: skip
     assert not (raw / ".cache").exists()  # huggingface_hub's timestamped metadata is not part of the output
     source = json.loads((raw / "SOURCE.json").read_text())
-    from satori.mirrors import DATASET_COMMIT
+    from satori.data.mirrors import DATASET_COMMIT
 
     assert source["commit"] == DATASET_COMMIT
     report = json.loads((run_dir / "reports/preprocess.json").read_text())

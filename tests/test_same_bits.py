@@ -1,4 +1,4 @@
-"""Same inputs, same bits, on any x86-64 machine with AVX2 (satori.cpu_numerics): the base-model build and a few
+"""Same inputs, same bits, on any x86-64 machine with AVX2 (satori.core.cpu_numerics): the base-model build and a few
 GRPO steps, run as the stages run them, with the environment asking for another machine's CPU code paths (we
 cannot rent one: torch, MKL, oneDNN and numpy each take their instruction set and threads from it), give
 byte-identical weights. The control: with the pinning off, asking for another code path changes the bits, so
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from satori.cpu_numerics import MODE_ENV, NATIVE, PINNED
+from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED
 from tests.conftest import copy_checkout
 
 pytestmark = pytest.mark.slow

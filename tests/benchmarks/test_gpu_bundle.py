@@ -43,7 +43,7 @@ def test_the_gpu_check_runs_on_the_gpu_machine_s_packages_plus_the_bundle(tmp_pa
     results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     seed, fast = results["settings"]["seed"], results["settings"]["fast"]
     # seed: one generation per step, one generation batch of completions; fast: one per 4 steps, 4 batches.
-    from satori.config import load_profile
+    from satori.core.config import load_profile
 
     train = load_profile(gpu_bundle.REPO_ROOT / "params.yaml", "tiny")[1].train
     batch = train.per_device_train_batch_size * train.nproc_per_node * train.gradient_accumulation_steps

@@ -7,7 +7,7 @@ import pytest
 
 from flows import pipeline
 from satori import tracking
-from satori.config import REPO_ROOT, load_profile
+from satori.core.config import REPO_ROOT, load_profile
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 
@@ -136,7 +136,7 @@ def test_only_transient_failures_are_retried():
 def test_transient_classification():
     import httpx
 
-    from satori.transient import is_transient
+    from satori.core.transient import is_transient
 
     assert is_transient(httpx.ConnectTimeout("timed out"))
     assert is_transient(ConnectionResetError())
@@ -198,7 +198,7 @@ def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
     import yaml
     from cronsim import CronSim
 
-    from satori.config import REPO_ROOT, profile_names, read_params
+    from satori.core.config import REPO_ROOT, profile_names, read_params
 
     spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
     deployment = next(d for d in spec["deployments"] if d["name"] == "satori-paper-weekly")
@@ -210,8 +210,8 @@ def test_prefect_yaml_deploys_the_flow_on_a_valid_schedule():
     first = next(CronSim(schedule["cron"], datetime(2026, 1, 1)))
     assert first.weekday() == 6 and first.hour == 2  # Sunday 02:00
     # Created paused while the paper profile pins no revisions (every run would fail at fetch), active once it does.
-    from satori.config import load_profile
-    from satori.hub import COMMIT_HASH
+    from satori.core.config import load_profile
+    from satori.core.hub import COMMIT_HASH
 
     _, paper = load_profile(REPO_ROOT / "params.yaml", name=deployment["parameters"]["profile"])
     pinned = all(COMMIT_HASH.fullmatch(r) for r in (paper.download.hub.revision, paper.base_model.revision))
@@ -225,7 +225,7 @@ def test_failures_are_classified_permanent_or_transient():
     import requests
     from huggingface_hub.errors import HfHubHTTPError
 
-    from satori.transient import is_transient
+    from satori.core.transient import is_transient
 
     def http(status):
         request = httpx.Request("GET", "https://huggingface.co/api/x")

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from flows.pipeline import pipeline_stages
-from satori.config import REPO_ROOT
-from satori.lineage import code_closure, command_paths, imported_modules
-from satori.reward_registry import REWARD_NAMES
+from satori.core.config import REPO_ROOT
+from satori.core.lineage import NAMES_CODE_REVISION, code_closure, command_paths, imported_modules, pipeline_code
+from satori.core.reward_registry import REWARD_NAMES
 from satori.stage import WHOLE_PROFILE
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
@@ -26,6 +26,8 @@ def test_deps_are_exactly_the_code_it_imports_and_the_paths_it_reads(stage):
     spec = DVC_YAML["stages"][stage]
     module, inputs, _ = command_paths(" ".join(spec["cmd"].split()))
     expected = code_closure(REPO_ROOT, module) | inputs
+    if stage == NAMES_CODE_REVISION:  # its card names the code revision: every stage's code decides it
+        expected |= set(pipeline_code(REPO_ROOT))
     deps = declared(spec["deps"])
     assert sorted(deps - expected) == [], f"{stage}: deps nothing reads"
     assert sorted(expected - deps) == [], f"{stage}: read but not a dep (DVC would not re-run it on a change)"
@@ -98,3 +100,114 @@ def test_the_lineage_helpers_see_imports_inside_functions(tmp_path: Path):
     assert command_paths("python -m stages.x --raw data/raw --work .w --out o --metrics m.json") == (
         "stages.x", {"data/raw"}, {"o", "m.json"}
     )
+
+
+def test_infrastructure_is_reached_only_through_its_recording_api():
+    """satori.core.lineage.INFRASTRUCTURE leaves tracking out of every stage's code: honest only if no other module
+    can get a value from it that an output could be made of. Other modules import it as a module and use only
+    the names it declares, and those exist."""
+    import ast
+    import importlib
+
+    from satori.core.lineage import INFRASTRUCTURE
+
+    for module, api in INFRASTRUCTURE.items():
+        missing = [name for name in api if not hasattr(importlib.import_module(module), name)]
+        assert missing == [], f"{module} has no {missing}"
+    infrastructure_files = {module.replace(".", "/") + ".py" for module in INFRASTRUCTURE}
+    checked = 0
+    for path in sorted([*(REPO_ROOT / "satori").glob("*.py"), *(REPO_ROOT / "stages").glob("*.py")]):
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        if rel in infrastructure_files:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases: dict[str, str] = {}  # local name -> infrastructure module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in INFRASTRUCTURE:
+                raise AssertionError(f"{rel}: `from {node.module} import ...`; use the module, `{node.module}.NAME`")
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in INFRASTRUCTURE:
+                        aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name in INFRASTRUCTURE for a in node.names), f"{rel}: `import` it as `from satori import`"
+        if not aliases:
+            continue
+        checked += 1
+        used_as_module = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                module = aliases[node.value.id]
+                assert node.attr in INFRASTRUCTURE[module], f"{rel}:{node.lineno} uses {module}.{node.attr}, not declared"
+            if isinstance(node, ast.Name) and node.id in aliases and isinstance(node.ctx, ast.Load):
+                assert id(node) in used_as_module, f"{rel}:{node.lineno} passes the module {aliases[node.id]} around"
+    assert checked >= 10  # the stages and the library modules that record
+
+
+# One module of each kind, and the stages whose code it is (what `dvc status` says an edit to it re-runs).
+# publish is among them for any stage's code: its card names the code revision (satori.core.lineage.code_revision).
+EDITS = {
+    "MLflow tracking and the console's lines": ("satori/tracking.py", set()),
+    "the flow": ("flows/pipeline.py", set()),
+    "the console's tables": ("satori/reports/results.py", set()),
+    "evaluation": ("satori/evaluation/run.py", {"evaluate_base", "evaluate", "publish"}),
+    "how evaluation words its rules": ("satori/evaluation/scoring.py", {"evaluate_base", "evaluate", "publish"}),
+    "publishing": ("satori/publishing/card.py", {"publish"}),
+    # publish's card names the revision of every stage's code
+    "the rewards ms-swift computes": ("satori/rewards/plugin.py", {"train", "publish"}),
+    # evaluate's gallery draws the boxes its answers give, read as the rewards read them
+    "how a completion is read": ("satori/rewards/completion.py", {"train", "evaluate", "publish"}),
+    "the params": ("params.yaml", set()),  # edited outside every profile's sections: nothing reads it
+}
+
+
+def test_an_edit_re_runs_only_the_stages_whose_code_it_is_and_a_killed_run_still_resumes(tmp_path):
+    """In a copy whose dvc.lock is current (placeholder outputs, `dvc commit`), each edit is seen by `dvc status`
+    in exactly the stages listed; train's run key (which a killed run resumes under) moves only with train's code."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import copy_checkout
+
+    repo = copy_checkout(tmp_path / "checkout")
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    for entry in DVC_YAML["stages"].values():  # every output present, so that `dvc commit` records each stage
+        for out in declared(entry.get("outs")) | declared(entry.get("metrics")) | declared(entry.get("plots")):
+            (repo / out).parent.mkdir(parents=True, exist_ok=True)
+            (repo / out).write_text("placeholder\n")
+    subprocess.run([*dvc, "commit", "--force", "--quiet"], cwd=repo, check=True, capture_output=True)
+    key = [sys.executable, "-c", "from satori.training.checkpoints import files_digest, run_code; print(files_digest(run_code()))"]
+
+    def status() -> dict[str, list[str]]:
+        """stage -> the deps `dvc status` says changed (watch_mirrors is always changed by design: left out)."""
+        out = json.loads(subprocess.run([*dvc, "status", "--json"], cwd=repo, check=True, capture_output=True,
+                                        text=True).stdout or "{}")  # fmt: skip
+        changed = {}
+        for stage, entries in out.items():
+            deps = [p for e in entries if isinstance(e, dict) for p in e.get("changed deps", {})]
+            if deps and stage != "watch_mirrors":
+                changed[stage] = deps
+        return changed
+
+    assert status() == {}
+    key_before = subprocess.run(key, cwd=repo, check=True, capture_output=True, text=True).stdout
+    for kind, (rel, stages) in EDITS.items():
+        original = (repo / rel).read_text()
+        (repo / rel).write_text(original + "\n# an edit\n")
+        changed = status()
+        assert set(changed) == stages, f"an edit to {kind} ({rel}) re-runs {sorted(changed)}, not {sorted(stages)}"
+        assert all(deps == [rel] for deps in changed.values()), changed
+        key_after = subprocess.run(key, cwd=repo, check=True, capture_output=True, text=True).stdout
+        assert (key_after != key_before) == ("train" in stages and rel != "params.yaml"), f"train's run key, {kind}"
+        (repo / rel).write_text(original)
+
+
+def test_the_plugins_ms_swift_loads_by_path_count_as_train_s_code():
+    from satori.core.lineage import LOADED_BY_PATH, module_file
+    from satori.training import swift_cli
+
+    assert LOADED_BY_PATH["satori.training.swift_cli"] == ("satori.rewards.plugin", "satori.training.swift_template")
+    assert swift_cli.REWARD_PLUGIN.resolve() == module_file(REPO_ROOT, "satori.rewards.plugin").resolve()
+    assert swift_cli.TEMPLATE_PLUGIN.resolve() == module_file(REPO_ROOT, "satori.training.swift_template").resolve()
+    assert {"satori/rewards/plugin.py", "satori/training/swift_template.py"} <= code_closure(REPO_ROOT, "stages.train")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import mlflow
 
 from satori import tracking
@@ -152,7 +154,7 @@ def test_a_dvc_repro_gets_one_parent_run_with_the_profile_s_params(isolated_env,
 
     import yaml
 
-    from satori.config import REPO_ROOT, read_params
+    from satori.core.config import REPO_ROOT, read_params
 
     stage = "import sys; from satori import tracking\nwith tracking.stage_run(sys.argv[1], 'exp-dvc', 'tiny', {}):\n    pass\n"
     record = "from satori import tracking; tracking.record_pipeline_run('exp-dvc', 'tiny', ['one', 'two'], {}, {'m': 1.0}, None)\n"
@@ -178,7 +180,14 @@ def test_a_dvc_repro_gets_one_parent_run_with_the_profile_s_params(isolated_env,
     assert {r.data.tags["satori.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id} == {"one", "two"}
     assert first.data.tags["satori.launched_by"] == "dvc repro" and first.data.tags["satori.ran"] == "one,two"
     assert noop.data.tags["satori.ran"] == "none" and noop.data.metrics["m"] == 1.0
-    assert first.data.params == tracking.flatten(read_params(REPO_ROOT / "params.yaml")["tiny"])
+    # The whole profile, one param per leaf, dotted; a value JSON-encoded unless a string, 500 characters at most.
+    def dotted(tree, prefix=""):
+        for key, value in tree.items():
+            yield from dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+
+    profile = read_params(REPO_ROOT / "params.yaml")["tiny"]
+    assert first.data.params == {k: (v if isinstance(v, str) else json.dumps(v))[:500] for k, v in dotted(profile)}
+    assert first.data.params["train.learning_rate"] == json.dumps(profile["train"]["learning_rate"])
     assert first.info.status == "FINISHED"
 
 

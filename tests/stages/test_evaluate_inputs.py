@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from satori import synthetic
-from satori.benchmark_files import BenchmarkFileError
+from satori.data import synthetic
+from satori.evaluation.benchmark_files import BenchmarkFileError
 
 
 @pytest.mark.parametrize("stage_name", ["evaluate_base", "evaluate"])

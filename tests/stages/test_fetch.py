@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
-from satori import files, hub
-from satori.benchmark_files import fetch_official_tsv
-from satori.files import file_md5
-from satori.config import REPO_ROOT, DownloadParams, HubDatasetParams
+from satori.core import files
+from satori.core import hub
+from satori.evaluation.benchmark_files import fetch_official_tsv
+from satori.core.files import file_md5
+from satori.core.config import REPO_ROOT, DownloadParams, HubDatasetParams
 from stages import fetch_base_model, fetch_benchmarks, fetch_dataset
 
 
@@ -39,7 +40,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def make_mirror(tmp_path, commit=COMMIT, rows=8):
     """A folder laid out like a Hub snapshot of VQA-Verify, with the manifest our download writes."""
-    from satori import synthetic
+    from satori.data import synthetic
 
     mirror = tmp_path / "mirror"
     synthetic.write_vqa_dataset(mirror, rows=rows, seed=1)
@@ -212,7 +213,7 @@ def test_an_interrupted_download_leaves_no_output_but_keeps_its_partial_folder(u
 
 
 def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, use_profile):
-    from satori.vlmeval_compat import build_vlmeval_dataset
+    from satori.evaluation.vlmeval_compat import build_vlmeval_dataset
 
     use_profile("tiny")
     fetch_benchmarks.main(["--mirror-manifest", "m.json", "--out", "bench", "--metrics", "bench.json"])
@@ -225,7 +226,7 @@ def test_synthetic_benchmarks_are_vlmeval_readable(tmp_path, use_profile):
 
 
 def test_official_benchmark_tsv_from_a_mirror_is_md5_checked(tmp_path):
-    from satori.vlmeval_compat import official_tsv
+    from satori.evaluation.vlmeval_compat import official_tsv
 
     url, md5 = official_tsv("MMStar")
     assert url.endswith("MMStar.tsv") and len(md5) == 32
@@ -249,7 +250,7 @@ def test_official_benchmark_tsv_from_a_mirror_is_md5_checked(tmp_path):
 def test_official_benchmark_tsv_from_a_mirror_is_md5_checked_for_every_offline_benchmark(tmp_path, name):
     """MMMU, of the paper's table, comes from a mirror folder as MMBench and MMStar do, checked against
     VLMEvalKit's own md5 for it."""
-    from satori.vlmeval_compat import official_tsv
+    from satori.evaluation.vlmeval_compat import official_tsv
 
     url, md5 = official_tsv(name)
     assert url.endswith(f"{name}.tsv") and len(md5) == 32
@@ -270,7 +271,7 @@ def test_official_benchmark_offline_without_a_mirror_says_where_to_get_it(tmp_pa
 
 
 def test_paper_base_model_from_a_local_mirror_and_how_to_fetch_it(tmp_path, monkeypatch, tiny_model_dir, use_profile):
-    from satori.config import load_profile
+    from satori.core.config import load_profile
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.satori.test_preprocessing import BAD_ROWS, good_row, make_dataset
+from tests.satori.data.test_preprocessing import BAD_ROWS, good_row, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +110,6 @@ def test_every_kept_row_of_a_hostile_corpus_goes_through_real_grpo_steps(use_pro
 
 
 def use_profile_train() -> dict:
-    from satori.config import REPO_ROOT, read_params
+    from satori.core.config import REPO_ROOT, read_params
 
     return dict(read_params(REPO_ROOT / "params.yaml")["tiny"]["train"])

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from satori.config import REPO_ROOT
+from satori.core.config import REPO_ROOT
 
 
 def test_the_summary_metrics_are_the_accuracies_and_the_reward_under_short_keys(use_profile, monkeypatch):

@@ -1,0 +1,479 @@
+"""params.yaml, typed and validated once.
+
+params.yaml holds one switch, `profile`, and one block per profile; each block
+has a section per stage. A stage reads only its own section of the active
+profile (`load_profile().train`), and dvc.yaml lists only that section
+(`${profile}.train`), so editing an inactive profile re-runs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from satori.core.resize import IMAGE_FACTOR, seen_size
+from satori.core.reward_registry import REWARD_NAMES
+
+# The checkout this package lies in: for tests and benchmarks. Stages never use it; they read and
+# write only the paths dvc.yaml gives them, relative to the folder DVC runs them in.
+REPO_ROOT = Path(__file__).resolve().parents[2]  # satori/core/config.py
+# DVC's own default params file, read relative to the folder the stage runs in.
+PARAMS_FILE = Path("params.yaml")
+
+
+class InputError(Exception):
+    """Bad params or input: the message names the key, file, row or field, so a stage shows it as one
+    sentence, without a traceback (SATORI_DEBUG=1 shows the traceback too)."""
+
+
+class ParamsError(InputError, ValueError):
+    """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
+
+
+# The train params that decide how many rows one batch takes; checked against the splits preprocessing made.
+SPLITS = ("train", "val")  # the processed data's files, <split>.jsonl
+SPLIT_SIZE_KEYS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "nproc_per_node",
+    "nnodes",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "steps_per_generation",
+)
+
+
+def check_split_sizes(train_rows: int, val_rows: int, **batch: int | None) -> None:
+    """Raise ParamsError, in one sentence naming the keys and the counts, when the splits cannot fill the
+    batches ms-swift builds from them (it would stop at start-up, after the model has loaded)."""
+    ranks, ranks_keys = batch["nproc_per_node"] * batch["nnodes"], "train.nproc_per_node"
+    ranks_counts = f"{batch['nproc_per_node']}"
+    if batch["nnodes"] > 1:
+        ranks_keys, ranks_counts = ranks_keys + " x train.nnodes", ranks_counts + f" x {batch['nnodes']}"
+    eval_batch = batch["per_device_eval_batch_size"] * ranks
+    if val_rows < eval_batch:
+        raise ParamsError(
+            f"the validation split has {val_rows} rows, fewer than one evaluation batch, train.per_device_eval_"
+            f"batch_size x {ranks_keys} = {batch['per_device_eval_batch_size']} x {ranks_counts} "
+            f"= {eval_batch}: lower those or raise preprocess.val_fraction"
+        )
+    micro_steps = batch["steps_per_generation"] or batch["gradient_accumulation_steps"]
+    prompts = batch["per_device_train_batch_size"] * ranks * micro_steps // batch["num_generations"]
+    if train_rows < prompts:
+        raise ParamsError(
+            f"the train split has {train_rows} rows, fewer than the {prompts} distinct prompts one generation "
+            f"takes, train.per_device_train_batch_size x {ranks_keys} x (train.steps_per_generation or "
+            f"train.gradient_accumulation_steps) / train.num_generations = {batch['per_device_train_batch_size']} "
+            f"x {ranks_counts} x {micro_steps} / {batch['num_generations']}"
+        )
+
+
+class Section(BaseModel):
+    # strict: `max_steps: true` or `rows: "96"` is an error, not a silent 1 or 96. No .inf or .nan anywhere
+    # (a learning rate of .inf fails a minute into ms-swift: "probability tensor contains inf, nan").
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def check_pixel_limits(min_pixels: int, max_pixels: int) -> None:
+    """Ordered, and whole numbers of image tokens: ms-swift passes MIN_PIXELS / MAX_PIXELS to qwen-vl-utils as
+    token counts (pixels // 28², rounded down), so any other value would train on other limits than the
+    rewards, the galleries and the evaluation use."""
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value % (IMAGE_FACTOR * IMAGE_FACTOR):
+            tokens = max(1, value // (IMAGE_FACTOR * IMAGE_FACTOR))
+            raise ValueError(f"{name} ({value}) is not a multiple of 28 * 28 = 784 (one image token); "
+                             f"e.g. {tokens * IMAGE_FACTOR * IMAGE_FACTOR} ({tokens} tokens)")  # fmt: skip
+
+
+class VisionParams(Section):
+    """Pixel limits of the image processor (MIN_PIXELS / MAX_PIXELS), shared by every stage."""
+
+    min_pixels: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VisionParams:
+        check_pixel_limits(self.min_pixels, self.max_pixels)
+        return self
+
+    def seen_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) of an image as the model sees it under these limits; None where it cannot be resized."""
+        return seen_size(width, height, self.min_pixels, self.max_pixels)
+
+
+class SyntheticDataParams(Section):
+    rows: int = Field(ge=8)
+    seed: int = 0
+    task: Literal["shapes", "color_cue"] = "shapes"  # satori.data.synthetic.TASKS
+
+
+class HubDatasetParams(Section):
+    repo_id: str
+    revision: str
+    local_mirror: str | None = None
+
+
+class DownloadParams(Section):
+    source: Literal["synthetic", "hub"]
+    synthetic: SyntheticDataParams | None = None
+    hub: HubDatasetParams | None = None
+
+    @model_validator(mode="after")
+    def _source_has_settings(self) -> DownloadParams:
+        if getattr(self, self.source) is None:
+            raise ValueError(f"source '{self.source}' needs a '{self.source}:' block")
+        return self
+
+
+class TinyModelParams(Section):
+    seed: int = 0
+    hidden_size: int = Field(ge=8)
+    num_layers: int = Field(ge=1)
+    bpe_vocab_size: int = Field(ge=300)
+    # qwen: Qwen's special-token ids and 151,936 embedding rows (ms-swift's qwen2_5_vl template); compact: the
+    # specials after the BPE tokens, ~1,000 rows, several times cheaper to train on CPU (satori.training.swift_template).
+    vocab: Literal["qwen", "compact"] = "qwen"
+    # Teacher-forced steps on synthetic SATORI answers before the model is saved (0: purely random).
+    warmup_steps: int = Field(default=0, ge=0)
+    warmup_examples: int = Field(default=512, ge=1)
+    warmup_batch_size: int = Field(default=8, ge=1)
+    warmup_lr: float = Field(default=1e-2, gt=0)
+    # Share of warm-up examples that are color_cue scenes, captioned and boxed; and the share of those
+    # shown with their answer (see synthetic.warmup_examples).
+    warmup_cue_share: float = Field(default=0.0, ge=0, lt=1)
+    warmup_cue_answered: float = Field(default=0.0, ge=0, le=1)
+    # The others: stop (the target ends at "<answer>": caption and boxes only), or abstain (answered `?`: the base
+    # learns to say it does not know, and GRPO, which rewards the right letter, to commit to one).
+    warmup_cue_unanswered: Literal["stop", "abstain"] = "stop"
+    # The warm-up also trains the vision-language merger (the vision blocks stay as initialised).
+    warmup_trains_merger: bool = False
+
+
+class BaseModelParams(Section):
+    source: Literal["tiny", "hub"]
+    tiny: TinyModelParams | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    local_mirror: str | None = None  # a folder holding the model at that revision (offline machines)
+
+    @model_validator(mode="after")
+    def _source_has_settings(self) -> BaseModelParams:
+        if self.source == "tiny" and self.tiny is None:
+            raise ValueError("source 'tiny' needs a 'tiny:' block")
+        if self.source == "hub" and not (self.repo_id and self.revision):
+            raise ValueError("source 'hub' needs repo_id and revision")
+        return self
+
+
+# Which official benchmarks this pipeline scores offline, and which VLMEvalKit scores only with an LLM judge
+# (GPT through the OpenAI API extracts each answer before matching: a local rule would be another number than the
+# paper's). The names live here, so that loading a profile refuses a judged benchmark; how each is scored, in words,
+# is satori.evaluation.scoring's (evaluation), which no training stage imports.
+OFFLINE_BENCHMARKS = ("MMBench_DEV_EN", "MMBench_DEV_EN_V11", "MMStar", "MMMU_DEV_VAL")
+JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse", "WeMath", "OlympiadBench")
+SYNTHETIC_KINDS = ("synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa")
+
+
+class JudgeRequired(ValueError):
+    """An official benchmark VLMEvalKit scores only with an LLM judge, or one with no known offline rule."""
+
+
+def check_scorable(name: str, kind: str) -> None:
+    """JudgeRequired, naming the benchmark, unless this pipeline can score it offline."""
+    if kind in SYNTHETIC_KINDS:
+        return
+    if name.startswith(JUDGED_PREFIXES):
+        raise JudgeRequired(
+            f"benchmark {name}: VLMEvalKit scores it with an LLM judge (GPT through the OpenAI API, "
+            f"OPENAI_API_KEY) that extracts each answer; this pipeline scores without one, offline, so it "
+            f"cannot report {name} as the paper did. Remove it from benchmarks.items (offline rules: "
+            f"{', '.join(OFFLINE_BENCHMARKS)})"
+        )
+    if name not in OFFLINE_BENCHMARKS:
+        raise JudgeRequired(
+            f"benchmark {name}: no offline scoring rule is known for it here (known: {', '.join(OFFLINE_BENCHMARKS)}); "
+            f"add it to satori.core.config.OFFLINE_BENCHMARKS and satori.evaluation.scoring.OFFICIAL_RULES once its VLMEvalKit "
+            f"evaluate() is checked to need no judge"
+        )
+
+
+class BenchmarkSpec(Section):
+    name: str
+    # synthetic_vqa: free-form questions (no options), the non-multiple-choice path at tiny scale.
+    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", "official"]
+    questions: int = Field(default=0, ge=0)
+    seed: int = 0
+    task: Literal["shapes", "color_cue"] = "shapes"  # of a synthetic kind: satori.data.synthetic.TASKS
+
+    @property
+    def free_form(self) -> bool:
+        return self.kind == "synthetic_vqa"
+
+    @model_validator(mode="after")
+    def _scorable(self) -> BenchmarkSpec:
+        check_scorable(self.name, self.kind)  # a benchmark only an LLM judge can score fails here, named
+        return self
+
+
+class BenchmarksParams(Section):
+    items: list[BenchmarkSpec] = Field(min_length=1)
+    # Where official TSVs already lie (VLMEvalKit's LMUData layout); none: VLMEvalKit downloads.
+    mirror: str | None = None
+
+
+class FieldMap(Section):
+    """Raw column names of the downloaded table."""
+
+    image: str = "image"
+    question: str = "question"
+    answers: str = "answer"
+    caption: str = "caption"
+    boxes: str = "bbox"
+    width: str | None = "width"
+    height: str | None = "height"
+
+
+class PreprocessParams(Section):
+    # Tables under the downloaded folder: JSONL and Parquet are streamed, JSON is read whole.
+    tables: list[str] = ["**/*.jsonl", "**/*.json", "**/*.parquet"]
+    fields: FieldMap = FieldMap()
+    val_fraction: float = Field(ge=0.0, lt=1.0)
+    seed: int = 0
+    # Caps on one row (each breach is a reason code of its own): pixels of a decoded image, boxes in a
+    # row (the box reward reads at most 100), bytes of the row's JSON without embedded image bytes.
+    max_image_pixels: int = Field(default=25_000_000, gt=0)
+    max_boxes: int = Field(default=100, ge=1)
+    max_row_bytes: int = Field(default=1_000_000, ge=1024)
+    # A JSON table is read whole (JSONL and Parquet are streamed): larger ones are refused, naming this key.
+    max_json_bytes: int = Field(default=1 << 30, ge=1024)
+
+
+Scalar = str | int | float | bool
+
+
+class TrainParams(Section):
+    nproc_per_node: int = Field(ge=1)
+    # Machines training together (torch.distributed's nnodes); the first runs the train stage, each other one
+    # `python -m stages.train --worker` (README: Beyond one machine). A param: it sets the global batch.
+    nnodes: int = Field(default=1, ge=1)
+    reward_funcs: list[Literal[REWARD_NAMES]] = Field(min_length=1)
+    reward_mode: Literal["corrected", "paper"] = "corrected"
+    # invert: GRPO gets 1 - r for every reward (the control run that proves the wiring); reports show true values.
+    reward_control: Literal["none", "invert"] = "none"
+    tuner_type: Literal["full", "lora"]
+    target_modules: str = "all-linear"
+    torch_dtype: Literal["float32", "bfloat16", "float16"]
+    max_length: int = Field(gt=0)
+    max_completion_length: int = Field(gt=0)
+    num_train_epochs: float = Field(gt=0)
+    max_steps: int = Field(default=-1, ge=-1)  # -1: num_train_epochs decides
+    per_device_train_batch_size: int = Field(ge=1)
+    per_device_eval_batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    gradient_accumulation_steps: int = Field(ge=1)
+    eval_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=1)
+    save_total_limit: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    warmup_ratio: float = Field(ge=0, le=1)
+    dataloader_num_workers: int = Field(ge=0)
+    num_generations: int = Field(ge=2)
+    temperature: float = Field(gt=0)
+    # Rollouts per generation call: `steps_per_generation` micro-batches are generated at once and used by
+    # that many micro-steps (none: ms-swift's default, gradient_accumulation_steps: one generation per
+    # optimizer step, on-policy). Larger: fewer, bigger generation batches; optimizer steps after the first
+    # train on an older policy's rollouts, corrected by GRPO's clipped importance ratio (README: Fast rollouts).
+    steps_per_generation: int | None = Field(default=None, ge=1)
+    # hf: transformers' generate (runs anywhere). vllm: vLLM colocated on the training GPUs (the gpu extra;
+    # unverified here: no machine of ours has vLLM).
+    rollout: Literal["hf", "vllm"] = "hf"
+    log_completions: bool = True
+    seed: int = 42
+    # ms-swift saves weights in shards of at most this size (its default: 5GB).
+    max_shard_size: str = Field(default="5GB", pattern=r"^\d+(KB|MB|GB)$")
+    # Further ms-swift arguments passed through verbatim (top_p, beta, deepspeed, ...); names are checked
+    # against ms-swift's own argument classes when the train stage starts.
+    extra_args: dict[str, Scalar | list[Scalar]] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        """The cross-field rules ms-swift and TRL would otherwise enforce minutes into a run."""
+        repeated = sorted({name for name in self.reward_funcs if self.reward_funcs.count(name) > 1})
+        if repeated:
+            raise ValueError(f"reward_funcs names {repeated} more than once (ms-swift would add each twice)")
+        if self.max_steps == 0:
+            raise ValueError("max_steps: 0 trains nothing; use -1 (num_train_epochs decides) or a positive count")
+        if self.max_completion_length >= self.max_length:
+            raise ValueError(
+                f"max_completion_length ({self.max_completion_length}) must be below max_length ({self.max_length}): "
+                f"the prompt (image tokens included) gets max_length - max_completion_length tokens"
+            )
+        ranks, ranks_keys, ranks_counts = self.world_size, "nproc_per_node", f"{self.nproc_per_node}"
+        if self.nnodes > 1:
+            ranks_keys, ranks_counts = ranks_keys + " x nnodes", ranks_counts + f" x {self.nnodes}"
+        per_generation = self.per_device_train_batch_size * ranks * self.gradient_accumulation_steps
+        if per_generation % self.num_generations:
+            raise ValueError(
+                f"num_generations ({self.num_generations}) must divide the generation batch, per_device_train_batch_size"
+                f" x {ranks_keys} x gradient_accumulation_steps = {self.per_device_train_batch_size} x "
+                f"{ranks_counts} x {self.gradient_accumulation_steps} = {per_generation}"
+            )
+        per_eval = self.per_device_eval_batch_size * ranks
+        if per_eval % self.num_generations:
+            raise ValueError(
+                f"num_generations ({self.num_generations}) must divide the evaluation batch, per_device_eval_batch_size"
+                f" x {ranks_keys} = {self.per_device_eval_batch_size} x {ranks_counts} = {per_eval}"
+            )
+        reserved = {"output_dir", "resume_from_checkpoint", "report_to", "model", "dataset", "val_dataset"}
+        clash = sorted(reserved & set(self.extra_args))
+        if clash:
+            raise ValueError(f"extra_args must not set {clash}: the train stage sets them")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """The training processes across every machine."""
+        return self.nproc_per_node * self.nnodes
+
+
+class EvaluateParams(Section):
+    # Processes under torch.distributed.run, each answering its shard (one per GPU).
+    nproc_per_node: int = Field(default=1, ge=1)
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(gt=0)
+    # The official SATORI evaluation appends this to every question (FACTS.md).
+    satori_instruction: bool = True
+    # A completion asked for an <answer> block (the instruction) that gives none: official scores it as no
+    # answer (a single space, as the official SATORI evaluation did); fallback scores its whole text.
+    answer_extraction: Literal["official", "fallback"] = "official"
+    min_pixels: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvaluateParams:
+        check_pixel_limits(self.min_pixels, self.max_pixels)
+        return self
+
+
+class PublishParams(Section):
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = True
+    # The card's license: a fine-tune inherits its base model's (Qwen2.5-VL-3B: the Qwen research license).
+    license: str = "apache-2.0"
+    license_name: str | None = None
+    license_link: str | None = None
+
+    @model_validator(mode="after")
+    def _push_needs_repo(self) -> PublishParams:
+        if self.push and not self.repo_id:
+            raise ValueError("push: true needs repo_id")
+        return self
+
+
+class Profile(Section):
+    vision: VisionParams
+    download: DownloadParams
+    base_model: BaseModelParams
+    benchmarks: BenchmarksParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    publish: PublishParams
+    mlflow_experiment: str
+
+    @model_validator(mode="after")
+    def _trainable(self) -> Profile:
+        if self.preprocess.val_fraction == 0:
+            raise ValueError("preprocess.val_fraction: 0 leaves no validation split, which GRPO evaluates on")
+        return self
+
+
+def _format_errors(profile: str, err: ValidationError) -> str:
+    lines = [f"params.yaml: profile '{profile}' is invalid:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in (profile, *e["loc"]))
+        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML where a key written twice in one mapping is an error (PyYAML keeps the last one silently).
+    Keys a merge (`<<: *anchor`) brings in may be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"params.yaml: key {key!r} is written twice in one block, at lines {seen[key]} and {line}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError:
+        raise ParamsError(f"{path} does not exist") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(f"{path}: YAML syntax error{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping with a 'profile' key")
+    unknown = sorted(str(k) for k, v in raw.items() if k != "profile" and not isinstance(v, dict))
+    if unknown:
+        raise ParamsError(
+            f"{path}: unknown top-level key(s) {unknown}: the top level holds `profile:` and one block per profile"
+        )
+    return raw
+
+
+def profile_names(raw: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in raw.items() if k != "profile" and isinstance(v, dict))
+
+
+def load_profile(path: Path = PARAMS_FILE, name: str | None = None) -> tuple[str, Profile]:
+    """The active (or named) profile of params.yaml, validated; raises ParamsError naming the bad key."""
+    raw = read_params(path)
+    allowed = profile_names(raw)
+    name = name if name is not None else raw.get("profile")
+    if name not in allowed:
+        raise ParamsError(f"params.yaml: profile: {name!r} is not one of the defined profiles {allowed}")
+    return name, validate_profile(name, raw[name])
+
+
+def validate_profile(name: str, section: Any) -> Profile:
+    """One profile's section of params.yaml, validated; raises ParamsError naming the bad key."""
+    try:
+        profile = Profile.model_validate(section)
+    except ValidationError as err:
+        raise ParamsError(_format_errors(name, err)) from None
+    if name == "tiny" and profile.publish.push:
+        raise ParamsError("params.yaml: tiny.publish.push: the embedded default never pushes to the Hub")
+    return profile
+
+
+# Appended to every question by the official SATORI evaluation (an evaluation input, quoted exactly).
+SATORI_INSTRUCTION = (
+    " \nFirst, provide an image caption describing the overall scene inside <caption> </caption>. "
+    "Then, output the list of bounding boxes in the format of [[x1,y1,x2,y2], ...] inside <bbox> </bbox>. "
+    "Finally, give the final answer in <answer> </answer>."
+)
+
+
+def system_prompt(path: Path) -> str:
+    """prompt.txt, the system prompt SATORI-3B was trained with (a training input: used verbatim)."""
+    return Path(path).read_text(encoding="utf-8")

@@ -1,0 +1,145 @@
+"""Checking a benchmark TSV (VLMEvalKit's multiple-choice or free-form layout) before any model is loaded.
+
+VLMEvalKit fails late and far from the cause on a broken file (a bare AssertionError
+in image_base.py for an image that does not decode, a pandas KeyError 17 frames deep
+for a missing column), after hours of inference on the other benchmarks. This reads
+every row once and names the file, the row index and the column of the first problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import shutil
+import string
+from pathlib import Path
+
+from satori.core.config import InputError
+from satori.core.files import file_md5
+from satori.core.hub import DownloadError, hub_offline
+
+REQUIRED_COLUMNS = ("index", "question", "answer", "image")
+OPTION_COLUMNS = tuple(string.ascii_uppercase)
+# MMBench stores an image once; later rows with the same image hold the index of that row instead.
+MAX_IMAGE_REFERENCE_CHARS = 64
+
+
+class BenchmarkFileError(InputError, ValueError):
+    """A benchmark file VLMEvalKit could not score; the message names file, row and column."""
+
+
+def _decodes(data: bytes) -> str | None:
+    """None when the bytes are a whole, decodable image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def validate_benchmark_folder(folder: Path, specs: list) -> dict[str, int]:
+    """Check the TSV of every benchmark (BenchmarkSpec) in folder (as fetch_benchmarks checks what it fetched):
+    rows per benchmark; raises BenchmarkFileError naming the file, row and column. The evaluate stages call it
+    before they load a model, so a file edited or broken since it was fetched fails in seconds."""
+    rows = {}
+    for spec, path in zip(specs, benchmark_tsvs(folder, specs).values()):
+        if not path.is_file():
+            raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {spec.name!r})")
+        rows[spec.name] = validate_benchmark_tsv(path, free_form=spec.free_form)
+    return rows
+
+
+def benchmark_tsvs(folder: Path, specs: list) -> dict[str, Path]:
+    """Each benchmark's (BenchmarkSpec's) TSV in a benchmark folder, by name, in the profile's order."""
+    return {spec.name: folder / f"{spec.name}.tsv" for spec in specs}
+
+
+def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:
+    """Check every row of a benchmark TSV, multiple-choice (option columns A, B, ...; the answer one of them) or
+    free-form (the answer a non-empty text); returns the number of rows, raises BenchmarkFileError."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except Exception as err:
+        raise BenchmarkFileError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    layout = "a free-form benchmark" if free_form else "a multiple-choice benchmark"
+    if missing:
+        raise BenchmarkFileError(
+            f"{path}: column(s) {missing} missing; {layout} needs {list(REQUIRED_COLUMNS)}"
+            f"{'' if free_form else ' and option columns A, B, ...'}; it has {list(table.columns)}"
+        )
+    options = [c for c in OPTION_COLUMNS if c in table.columns]
+    if free_form and options:
+        # VLMEvalKit would take it for a multiple-choice benchmark (it has columns A and B).
+        raise BenchmarkFileError(f"{path}: option columns {options} in a free-form benchmark; it has {list(table.columns)}")
+    if not free_form and len(options) < 2:
+        raise BenchmarkFileError(f"{path}: fewer than two option columns (A, B, ...); it has {list(table.columns)}")
+    if len(table) == 0:
+        raise BenchmarkFileError(f"{path}: no rows")
+    indices = set(table["index"])
+    checked: dict[str, str | None] = {}  # sha256 of the image text -> why it does not decode (None: fine)
+    for position, row in enumerate(table.itertuples(index=False)):
+        record = row._asdict()
+        where = f"{path}: row {position} (index {record['index']!r})"
+        if not record["index"].strip().lstrip("-").isdigit():
+            raise BenchmarkFileError(f"{where}, column 'index': {record['index']!r} is not an integer")
+        if not record["question"].strip():
+            raise BenchmarkFileError(f"{where}, column 'question': empty")
+        answer = record["answer"].strip()
+        if free_form:
+            if not answer:
+                raise BenchmarkFileError(f"{where}, column 'answer': empty")
+        elif answer not in options or not record[answer].strip():
+            offered = [c for c in options if record[c].strip()]
+            raise BenchmarkFileError(f"{where}, column 'answer': {answer!r} is not one of the row's options {offered}")
+        image = record["image"].strip()
+        if len(image) <= MAX_IMAGE_REFERENCE_CHARS and image in indices:
+            continue  # a reference to the row that holds the image
+        key = hashlib.sha256(image.encode()).hexdigest()
+        if key not in checked:
+            try:
+                checked[key] = _decodes(base64.b64decode(image, validate=True))
+            except (binascii.Error, ValueError) as err:
+                checked[key] = f"not base64 ({err})"
+        if checked[key]:
+            raise BenchmarkFileError(f"{where}, column 'image': not a decodable image: {checked[key]}")
+    return len(table)
+
+
+def mirrored_tsv(mirror: str, name: str) -> Path:
+    """Where benchmarks.mirror holds the official TSV of a benchmark (VLMEvalKit's LMUData layout)."""
+    return Path(mirror).expanduser() / f"{name}.tsv"
+
+
+def fetch_official_tsv(name: str, mirror: str | None, out: Path) -> None:
+    """The official TSV with VLMEvalKit's md5, from the mirror folder, else through VLMEvalKit's download.
+
+    VLMEvalKit silently re-downloads a TSV whose md5 differs from the one it holds, and fails
+    obscurely offline; this says which file, which md5 and where to get it instead.
+    """
+    from satori.evaluation.vlmeval_compat import build_vlmeval_dataset, official_tsv
+
+    url, md5 = official_tsv(name)
+    get_it = f"download {url} (md5 {md5}) on a machine with access, into the folder set as benchmarks.mirror"
+    if mirror:
+        source = mirrored_tsv(mirror, name)
+        if not source.is_file():
+            raise DownloadError(f"benchmarks.mirror has no {source.name} (looked for {source}): {get_it}")
+        actual = file_md5(source)
+        if md5 and actual != md5:
+            raise DownloadError(
+                f"{source} has md5 {actual}, but VLMEvalKit expects {md5} for {name} (it would try to re-download "
+                f"it): {get_it}"
+            )
+        shutil.copy2(source, out / f"{name}.tsv")
+        return
+    if hub_offline():
+        raise DownloadError(f"{name}.tsv is not here and HF_HUB_OFFLINE=1 forbids downloading it: {get_it}")
+    build_vlmeval_dataset(name, data_root=out)

@@ -1,0 +1,316 @@
+"""The Hub folder (weights, processor, model card), its reload check, and the push (the work of the publish stage).
+
+The folder is always built locally. It is pushed with
+huggingface_hub only when publish.push is true, a repo_id is set and a token
+is available from HF_TOKEN or huggingface_hub's own login. The token is
+handed to huggingface_hub and nowhere else: not to logs, MLflow, DVC files or
+the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from satori.core.config import PARAMS_FILE, SATORI_INSTRUCTION, Profile, PublishParams, read_params
+from satori.evaluation.scoring import benchmark_rules, scoring_rules
+from satori.core.files import SOURCE_FILE
+from satori.core.lineage import code_revision
+
+# The SATORI-R1 paper's table (its project page), accuracy %: the base model and SATORI-3B trained from it.
+# Shown beside ours when the card's base model is that model and the benchmark one the paper reports
+# (the paper does not say which MMBench split; DEV_EN is the one VLMEvalKit's MMBench runs default to).
+PAPER_RESULTS = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": {
+        "MMBench_DEV_EN": {"base": 60.8, "trained": 76.9},
+        "MMStar": {"base": 56.3, "trained": 56.7},
+        "MMMU_DEV_VAL": {"base": 51.2, "trained": 56.9},  # the paper's "MMMU": its validation split
+    },
+}
+# Said under every table: the paper's base row was a plain model scored as VLMEvalKit scores any model.
+PAPER_NOTE = "The paper's columns are the SATORI-R1 project page's table (base: the plain model, as VLMEvalKit scores it)."
+
+
+def scoring_lines(params, benchmarks) -> list[str]:
+    """How each column's numbers were made (satori.evaluation.scoring.scoring_rules), one bullet per label, then how each
+    benchmark's answers were matched (satori.evaluation.scoring.benchmark_rules)."""
+    names = {"base": "Base", "trained": "Trained", "base_no_instruction": "Base, no SATORI instruction"}
+    lines = [f"- {names[label]}: {rule}." for label, rule in scoring_rules(params).items()]
+    return lines + [f"- {name}: {rule}." for name, rule in benchmark_rules(benchmarks).items()]
+
+
+def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) -> str:
+    """Base against trained (%) per benchmark; the paper's numbers beside them where it reports this base
+    model on this benchmark (PAPER_RESULTS)."""
+    with_plain = all("base_no_instruction" in row for row in metrics.values())
+    paper = PAPER_RESULTS.get(base_model or "", {})
+    with_paper = any(name in paper for name in metrics)
+    header = "| Benchmark | Base | Trained | Δ |" + (" Base, no SATORI instruction |" if with_plain else "")
+    header += " Paper: base | Paper: SATORI | Trained − paper |" if with_paper else ""
+    lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "") + ("---:|" * 3 if with_paper else "")]
+    for name, row in metrics.items():
+        line = f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
+        line += f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""
+        if with_paper:
+            published = paper.get(name)
+            if published:
+                difference = 100 * row["trained"] - published["trained"]
+                line += f" {published['base']:.1f} | {published['trained']:.1f} | {difference:+.1f} |"
+            else:
+                line += " - | - | - |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def category_table(metrics: dict[str, dict]) -> str:
+    """Per-category accuracy (%) of each benchmark, base against trained."""
+    lines = ["| Benchmark | Category | Base | Trained | Δ |", "|---|---|---:|---:|---:|"]
+    for name, row in metrics.items():
+        for category, acc in row.get("categories", {}).items():
+            base, trained, delta = (100 * acc[k] for k in ("base", "trained", "delta"))
+            lines.append(f"| {name} | {category} | {base:.1f} | {trained:.1f} | {delta:+.1f} |")
+    return "\n".join(lines)
+
+
+def model_card(
+    *,
+    profile_name: str,
+    profile: Profile,
+    evaluation: dict,
+    data_source: dict,
+    base_source: dict,
+    code_rev: str,
+    curves: str | None = None,
+    gallery: list[str] | None = None,
+) -> str:
+    base_id = base_source.get("repo_id", "unknown")
+    train = profile.train
+    lines = [
+        "---",
+        card_metadata(profile_name, profile, evaluation, data_source, base_source).to_yaml(),
+        "---",
+        "",
+        f"# SATORI GRPO model ({profile_name} profile)",
+        "",
+        "Trained with SATORI (Spatially Anchored Task Optimization with Reinforcement Learning): the model",
+        "answers in three verifiable steps, a caption in `<caption>`, the relevant regions as",
+        "`<bbox>[[x1,y1,x2,y2], ...]</bbox>`, then the answer in `<answer>`, and GRPO rewards each step.",
+        "",
+        "## Evaluation",
+        "",
+        "Accuracy (%) through VLMEvalKit, base model against this one:",
+        "",
+        evaluation_table(evaluation, base_id),
+        "",
+        *scoring_lines(profile.evaluate, profile.benchmarks),
+        *(["", PAPER_NOTE] if base_id in PAPER_RESULTS else []),
+        "",
+        "Per category:",
+        "",
+        category_table(evaluation),
+        "",
+        "## Training",
+        "",
+        f"- Base model: `{base_id}` (revision `{base_source.get('commit') or base_source.get('revision')}`)",
+        f"- Data: `{data_source.get('repo_id')}` "
+        f"(revision `{data_source.get('commit') or data_source.get('revision')}`)",
+        f"- Rewards: {', '.join(f'`{r}`' for r in train.reward_funcs)} (mode `{train.reward_mode}`)",
+        f"- GRPO: {train.num_generations} generations, temperature {train.temperature}, "
+        f"learning rate {train.learning_rate}, {train.nproc_per_node} process(es), "
+        f"pixels {profile.vision.min_pixels}..{profile.vision.max_pixels}",
+        f"- Code revision: `{code_rev}`",
+        "",
+        "The exact parameters are in `params.yaml` next to this card.",
+        "",
+    ]
+    if curves:
+        lines[lines.index("## Training") + 1 : lines.index("## Training") + 1] = ["", f"![Rewards per step]({curves})"]
+    lines += usage_snippet(profile.publish.repo_id)
+    if gallery:
+        lines += ["## Where the model looks", ""]
+        lines += ["The first 16 answers per benchmark: predicted boxes in red, caption and answer below each image.", ""]
+        lines += [f"![{Path(p).stem}]({p})" for p in gallery] + [""]
+    return "\n".join(lines)
+
+
+# How the Hub's results widget names the task and the metric of a multiple-choice VQA benchmark.
+EVAL_TASK = "image-text-to-text"
+EVAL_METRIC = "accuracy"
+# The Hub datasets of the official benchmarks (and the split VLMEvalKit scores), so the results widget links
+# them; the benchmark's VLMEvalKit name stays as dataset.name. A synthetic benchmark has none: its name is both.
+HUB_BENCHMARKS = {
+    "MMBench_DEV_EN": ("lmms-lab/MMBench", "dev"),
+    "MMBench_DEV_EN_V11": ("lmms-lab/MMBench", "dev"),
+    "MMStar": ("Lin-Chen/MMStar", "val"),
+    "MMMU_DEV_VAL": ("MMMU/MMMU", "validation"),
+}
+
+
+def card_metadata(profile_name: str, profile: Profile, evaluation: dict, data_source: dict, base_source: dict):
+    """The card's YAML front matter as huggingface_hub builds and reads it: base model, datasets, license,
+    tags and a model-index with one accuracy per benchmark (the Hub's results widget reads it)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [
+        EvalResult(
+            task_type=EVAL_TASK,
+            dataset_type=HUB_BENCHMARKS.get(name, (name,))[0],
+            dataset_name=name,
+            dataset_split=HUB_BENCHMARKS[name][1] if name in HUB_BENCHMARKS else None,
+            metric_type=EVAL_METRIC,
+            metric_value=round(100 * row["trained"], 2),
+            metric_name="Accuracy (%)",
+            source_name="VLMEvalKit, exact matching",
+            source_url="https://github.com/open-compass/VLMEvalKit",
+        )
+        for name, row in evaluation.items()
+    ]
+    publish = profile.publish
+    return ModelCardData(
+        language=["en"],
+        license=publish.license,
+        license_name=publish.license_name,
+        license_link=publish.license_link,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["satori", "grpo", "qwen2.5-vl", "ms-swift", "vision-language", f"profile-{profile_name}"],
+        base_model=base_source.get("repo_id") if profile.base_model.source == "hub" else None,
+        datasets=[data_source["repo_id"]] if profile.download.source == "hub" and data_source.get("repo_id") else None,
+        model_name=publish.repo_id or f"satori-{profile_name}",
+        eval_results=results,
+    )
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, else the token of `hf auth login`; None when neither exists."""
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def push(folder: Path, params: PublishParams, commit_message: str) -> str:
+    """Upload the folder to params.repo_id; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    token = hub_token()
+    if not token:
+        raise PermissionError(
+            "publish.push is true but no Hugging Face token was found: set HF_TOKEN or run `hf auth login`"
+        )
+    api = HfApi(token=token)
+    api.create_repo(params.repo_id, private=params.private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=params.repo_id, commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
+
+
+CURVES_FILE = "reward_curves.png"  # the reward curves, beside the card that shows them
+SYSTEM_PROMPT_FILE = "system_prompt.txt"  # the system prompt the model was trained with (prompt.txt), beside it
+
+
+def usage_snippet(repo_id: str | None) -> list[str]:
+    """The card's "How to use": load the published folder, ask one question as training and evaluation did."""
+    where = f'Path(snapshot_download("{repo_id}"))' if repo_id else 'Path(".")  # the folder this card is in'
+    code = f"""from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+folder = {where}
+model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+processor = AutoProcessor.from_pretrained(folder)
+question = "What color is the shape?\\nOptions:\\nA. red\\nB. green\\nC. blue\\nD. yellow"
+instruction = {SATORI_INSTRUCTION!r}
+messages = [
+    {{"role": "system", "content": (folder / "{SYSTEM_PROMPT_FILE}").read_text()}},
+    {{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": question + instruction}}]}},
+]
+text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+inputs = processor(text=[text], images=[Image.open("your_image.png")], return_tensors="pt")
+output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
+    return ["## How to use", "", "It answers with `<caption>`, `<bbox>` and `<answer>` (greedy):", "", "```python",
+            code, "```", ""]  # fmt: skip
+
+
+def build_folder(
+    profile_name: str,
+    profile: Profile,
+    model: Path,
+    evaluation: dict,
+    out: Path,
+    curves: Path | None = None,
+    gallery: Path | None = None,
+    system_prompt: Path | None = None,
+) -> None:
+    """The Hub folder: every file of the exported model (all weight shards), the card, params and evaluation,
+    and the system prompt it was trained with."""
+    for item in sorted(model.iterdir()):
+        if item.is_file() and item.name != SOURCE_FILE:
+            shutil.copy2(item, out / item.name)
+    if system_prompt is not None:
+        shutil.copy2(system_prompt, out / SYSTEM_PROMPT_FILE)
+    if curves is not None:
+        shutil.copy2(curves, out / CURVES_FILE)
+    pictures = []
+    if gallery is not None:
+        (out / "gallery").mkdir()
+        for picture in sorted(gallery.glob("*.png")):
+            shutil.copy2(picture, out / "gallery" / picture.name)
+            pictures.append(f"gallery/{picture.name}")
+    source = json.loads((model / SOURCE_FILE).read_text(encoding="utf-8"))
+    card = model_card(
+        profile_name=profile_name,
+        profile=profile,
+        evaluation=evaluation,
+        data_source=source.get("data", {}),
+        base_source=source.get("base_model", {}),
+        code_rev=code_revision(),
+        curves=CURVES_FILE if curves is not None else None,
+        gallery=pictures,
+    )
+    (out / "README.md").write_text(card, encoding="utf-8")
+    active = {"profile": profile_name, profile_name: read_params(PARAMS_FILE)[profile_name]}
+    (out / "params.yaml").write_text(yaml.safe_dump(active, sort_keys=False), encoding="utf-8")
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+
+
+class ReloadMismatch(RuntimeError):
+    """The Hub folder does not load, or does not answer as the trained model does: it is not pushed."""
+
+
+def greedy_answer(model_dir: Path, image, question: str, max_new_tokens: int = 16) -> list[int]:
+    """Token ids of a greedy answer of the model in model_dir (fp32 on CPU, so two loads agree exactly)."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def check_reloads(hub_folder: Path, model: Path) -> list[int]:
+    """Load the Hub folder with transformers and check one greedy answer equals the trained model's."""
+    from PIL import Image
+
+    image = Image.new("RGB", (224, 168), (200, 40, 40))
+    question = "What color is the image?"
+    try:
+        published = greedy_answer(hub_folder, image, question)
+    except Exception as err:
+        raise ReloadMismatch(f"{hub_folder} does not load with transformers ({type(err).__name__}: {err})") from err
+    expected = greedy_answer(model, image, question)
+    if published != expected:
+        raise ReloadMismatch(
+            f"{hub_folder} answers {published} where {model} answers {expected} (greedy, same prompt)"
+        )
+    return published

@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from satori.publishing import card as publish
+from satori.core.config import REPO_ROOT, PublishParams, load_profile
+
+PARAMS = REPO_ROOT / "params.yaml"
+
+EVALUATION = {
+    "SatoriTiny_MMBench": {"base": 0.25, "trained": 0.5, "delta": 0.25},
+    "SatoriTiny_MMStar": {"base": 0.125, "trained": 0.0625, "delta": -0.0625},
+}
+
+
+def test_evaluation_table():
+    table = publish.evaluation_table(EVALUATION)
+    assert table.splitlines() == [
+        "| Benchmark | Base | Trained | Δ |",
+        "|---|---:|---:|---:|",
+        "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |",
+        "| SatoriTiny_MMStar | 12.5 | 6.2 | -6.2 |",
+    ]
+
+
+def test_the_paper_s_numbers_stand_beside_ours_for_its_base_model_only():
+    evaluation = {
+        "MMBench_DEV_EN": {"base": 0.6, "trained": 0.75, "delta": 0.15},
+        "MMStar": {"base": 0.5, "trained": 0.55, "delta": 0.05},
+        "MathVista_MINI": {"base": 0.4, "trained": 0.4, "delta": 0.0},
+    }
+    table = publish.evaluation_table(evaluation, "Qwen/Qwen2.5-VL-3B-Instruct").splitlines()
+    assert table[0] == "| Benchmark | Base | Trained | Δ | Paper: base | Paper: SATORI | Trained − paper |"
+    # The SATORI-R1 project page: Qwen2.5-VL-3B MMBench 60.8 / MMStar 56.3; SATORI-3B 76.9 / 56.7.
+    assert table[2:] == [
+        "| MMBench_DEV_EN | 60.0 | 75.0 | +15.0 | 60.8 | 76.9 | -1.9 |",
+        "| MMStar | 50.0 | 55.0 | +5.0 | 56.3 | 56.7 | -1.7 |",
+        "| MathVista_MINI | 40.0 | 40.0 | +0.0 | - | - | - |",
+    ]
+    assert "Paper" not in publish.evaluation_table(evaluation, "tiny-qwen2.5-vl")  # another base model: ours alone
+    assert "Paper" not in publish.evaluation_table(EVALUATION, "Qwen/Qwen2.5-VL-3B-Instruct")  # benchmarks it lacks
+
+
+def test_model_card_names_model_data_code_and_rewards():
+    name, profile = load_profile(PARAMS, name="paper")
+    card = publish.model_card(
+        profile_name=name,
+        profile=profile,
+        evaluation=EVALUATION,
+        data_source={"repo_id": "justairr/VQA-Verify", "revision": "main", "commit": "d" * 40},
+        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct", "revision": "main", "commit": "b" * 40},
+        code_rev="c" * 40,
+    )
+    assert card.startswith("---\n") and "\nlibrary_name: transformers\n" in card
+    assert "base_model: Qwen/Qwen2.5-VL-3B-Instruct" in card
+    assert "- justairr/VQA-Verify" in card
+    assert "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |" in card
+    assert f"`{'d' * 40}`" in card and f"`{'b' * 40}`" in card and f"`{'c' * 40}`" in card
+    assert "`external_format`, `external_bbox_acc`, `extern_vqa_acc`" in card
+    # How each benchmark's answers were matched, one line each (the paper profile: MMBench circular, MMStar not).
+    assert "- MMBench_DEV_EN: VLMEvalKit's multiple-choice exact matching" in card and "circular" in card
+    assert "- MMStar: VLMEvalKit's multiple-choice exact matching (the option's letter, or its text), no judge model, per question." in card
+
+
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        FakeApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private, exist_ok):
+        FakeApi.calls.append(("create_repo", repo_id, private, exist_ok))
+
+    def upload_folder(self, folder_path, repo_id, commit_message):
+        FakeApi.calls.append(("upload_folder", folder_path, repo_id, commit_message))
+        return type("Info", (), {"commit_url": f"https://hub.invalid/{repo_id}/commit/1"})()
+
+
+def test_push_hands_the_token_to_huggingface_hub_only(tmp_path, monkeypatch, caplog, capsys):
+    import huggingface_hub
+
+    token = "hf_unitFakeToken_0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    caplog.set_level(logging.DEBUG)
+    url = publish.push(tmp_path, PublishParams(push=True, repo_id="me/satori", private=True), "msg")
+    assert url == "https://hub.invalid/me/satori/commit/1"
+    assert FakeApi.calls == [
+        ("init", token),
+        ("create_repo", "me/satori", True, True),
+        ("upload_folder", str(tmp_path), "me/satori", "msg"),
+    ]
+    out = capsys.readouterr()
+    assert token not in caplog.text + out.out + out.err
+
+
+def test_push_without_a_token_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    with pytest.raises(PermissionError, match="set HF_TOKEN or run `hf auth login`"):
+        publish.push(tmp_path, PublishParams(push=True, repo_id="me/satori"), "msg")
+
+
+def test_the_folder_holds_the_exported_model_and_only_the_active_profile(tmp_path, monkeypatch):
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (trained / name).write_text("{}")
+    (trained / "SOURCE.json").write_text(json.dumps({"base_model": {"repo_id": "b"}, "data": {"repo_id": "d"}}))
+    out = tmp_path / "hub"
+    out.mkdir()
+    name, profile = load_profile(PARAMS, name="tiny")
+    monkeypatch.chdir(REPO_ROOT)  # params.yaml is read where DVC runs the stage
+    publish.build_folder(name, profile, trained, EVALUATION, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "evaluation.json", "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors", "params.yaml",
+    ]  # fmt: skip
+    import yaml
+
+    dumped = yaml.safe_load((out / "params.yaml").read_text())
+    assert list(dumped) == ["profile", "tiny"] and dumped["profile"] == "tiny"
+
+
+def argmax_answer(model_dir, steps: int = 16) -> list[int]:
+    """The model's greedy answer to check_reloads' question, by hand: one full forward pass per token, the
+    argmax appended, until an end-of-turn token (no generate(), no KV cache)."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the image?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[Image.new("RGB", (224, 168), (200, 40, 40))], return_tensors="pt")
+    ids, answer = inputs["input_ids"], []
+    stop = {151643, 151645}  # <|endoftext|>, <|im_end|>
+    with torch.no_grad():
+        for _ in range(steps):
+            image = {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"]}
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **image, use_cache=False).logits
+            token = int(logits[0, -1].argmax())
+            answer.append(token)
+            if token in stop:
+                break
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return answer
+
+
+def test_a_folder_that_does_not_reload_or_answers_otherwise_is_refused(tmp_path, tiny_model_dir):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny_model_dir, hub)
+    assert publish.check_reloads(hub, tiny_model_dir) == argmax_answer(tiny_model_dir)
+    torch.manual_seed(0)
+    weights = {k: v + torch.randn_like(v) for k, v in load_file(hub / "model.safetensors").items()}  # loads, wrong
+    save_file(weights, hub / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(publish.ReloadMismatch, match="answers .* where .* answers"):
+        publish.check_reloads(hub, tiny_model_dir)
+    (hub / "model.safetensors").unlink()
+    with pytest.raises(publish.ReloadMismatch, match="does not load with transformers"):
+        publish.check_reloads(hub, tiny_model_dir)
+
+
+def test_code_revision_moves_only_with_what_a_stage_depends_on(tmp_path):
+    """The revision the card names moves with the stages' code and prompt.txt (publish's deps), not with
+    results, params, tests, documentation, the flow, tracking or a module no stage imports."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+
+    def commit(message: str, **files: str) -> str:
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text)
+        subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+        subprocess.run([*git, "commit", "-qm", message], cwd=tmp_path, check=True)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    assert publish.code_revision(tmp_path) == "unknown"  # no dvc.yaml, no commit
+    dvc_yaml = ("stages:\n  train:\n    cmd: python -m stages.train --prompt prompt.txt --raw data/raw --out models/x\n"
+                "  fetch:\n    cmd: python -m stages.fetch --out data/raw\n")  # fmt: skip
+    code = commit("code", **{"dvc.yaml": dvc_yaml, "params.yaml": "a: 1\n", "prompt.txt": "p\n", "dvc.lock": "x\n",
+                             "stages/train.py": "from satori import model, tracking\n", "satori/model.py": "y = 1\n",
+                             "stages/fetch.py": "x = 1\n", "satori/tracking.py": "t = 1\n"})  # fmt: skip
+    assert publish.code_revision(tmp_path) == code
+    (tmp_path / "dvc.lock").write_text("y\n")  # a run rewrote the lock
+    assert publish.code_revision(tmp_path) == code
+    later = commit("results and the rest", **{"dvc.lock": "z\n", "README.md": "notes\n", "tests/test_x.py": "",
+                                             "flows/pipeline.py": "flow = 1\n", "satori/console.py": "c = 1\n",
+                                             "satori/tracking.py": "t = 2\n", "params.yaml": "a: 2\n",
+                                             "dvc.yaml": dvc_yaml + "# map\n", "data/.gitignore": "/raw\n"})  # fmt: skip
+    assert later != code and publish.code_revision(tmp_path) == code
+    for dep, text in (("satori/model.py", "y = 2\n"), ("stages/train.py", "from satori import model\n"),
+                      ("stages/fetch.py", "x = 2\n"), ("prompt.txt", "q\n")):  # fmt: skip
+        (tmp_path / dep).write_text(text)
+        assert publish.code_revision(tmp_path) == f"{code}-dirty", dep
+        code = commit(f"edit {dep}")
+        assert publish.code_revision(tmp_path) == code, dep
+
+
+def test_category_table():
+    evaluation = {"B": {"categories": {"color": {"base": 0.5, "trained": 0.75, "delta": 0.25}}}}
+    assert publish.category_table(evaluation).splitlines()[2] == "| B | color | 50.0 | 75.0 | +25.0 |"
+
+
+def test_the_card_metadata_is_what_the_hub_reads(tmp_path):
+    """Parsed back by huggingface_hub offline: base model, datasets, license, tags and a model-index per benchmark."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    name, profile = load_profile(PARAMS, name="paper")
+    card_text = publish.model_card(
+        profile_name=name,
+        profile=profile,
+        evaluation={k: {**v, "categories": {}} for k, v in EVALUATION.items()},
+        data_source={"repo_id": "justairr/VQA-Verify", "commit": "d" * 40},
+        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct", "commit": "b" * 40},
+        code_rev="c" * 40,
+        curves="reward_curves.png",
+    )
+    card = ModelCard(card_text)
+    data = card.data.to_dict()
+    assert data["base_model"] == "Qwen/Qwen2.5-VL-3B-Instruct" and data["datasets"] == ["justairr/VQA-Verify"]
+    assert (data["license"], data["license_name"]) == ("other", "qwen-research")
+    assert {"satori", "grpo"} <= set(data["tags"])
+    model_name, results = model_index_to_eval_results(data["model-index"])
+    assert model_name == "satori-paper"
+    assert {(r.dataset_name, r.metric_type, r.metric_value) for r in results} == {
+        ("SatoriTiny_MMBench", "accuracy", 50.0), ("SatoriTiny_MMStar", "accuracy", 6.25),
+    }  # fmt: skip
+    assert "![Rewards per step](reward_curves.png)" in card.text
+
+
+def test_official_benchmarks_are_named_by_their_hub_datasets_in_the_model_index():
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    name, profile = load_profile(PARAMS, name="paper")
+    evaluation = {b: {"base": 0.5, "trained": 0.6, "delta": 0.1, "categories": {}} for b in ("MMBench_DEV_EN", "MMStar")}
+    evaluation["SatoriTiny_MMStar"] = {"base": 0.1, "trained": 0.2, "delta": 0.1, "categories": {}}
+    card = ModelCard(publish.model_card(profile_name=name, profile=profile, evaluation=evaluation,
+                                        data_source={"repo_id": "justairr/VQA-Verify"},
+                                        base_source={"repo_id": "Qwen/Qwen2.5-VL-3B-Instruct"}, code_rev="c"))  # fmt: skip
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert {(r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {
+        ("MMBench_DEV_EN", "lmms-lab/MMBench", "dev"), ("MMStar", "Lin-Chen/MMStar", "val"),
+        ("SatoriTiny_MMStar", "SatoriTiny_MMStar", None),  # synthetic: no Hub dataset
+    }  # fmt: skip
+
+
+def test_the_how_to_use_snippet_is_python_that_names_the_repo_or_this_folder():
+    for repo_id, folder in (("me/satori-3b", 'snapshot_download("me/satori-3b")'), (None, 'Path(".")')):
+        lines = publish.usage_snippet(repo_id)
+        code = "\n".join(lines[lines.index("```python") + 1 : lines.index("```", lines.index("```python") + 1)])
+        compile(code, "snippet", "exec")
+        assert folder in code and publish.SYSTEM_PROMPT_FILE in code
