@@ -33,7 +33,8 @@ def measure(steps: int, questions: int) -> dict:
     import torch
 
     from benchmarks import eval_throughput
-    from satori.core.config import load_profile, system_prompt
+    from satori.core.config import load_profile
+    from satori.core.prompt import system_prompt
     from satori.data.tiny_model import build_embedded_base_model
 
     _, profile = load_profile(REPO_ROOT / "params.yaml", "tiny")

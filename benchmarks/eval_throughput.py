@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from satori.data import synthetic
-from satori.core.config import REPO_ROOT, system_prompt
+from satori.core.config import REPO_ROOT
+from satori.core.prompt import system_prompt
 
 # Qwen2.5-VL-3B-Instruct's published config values (no download: the weights are random).
 QWEN25_VL_3B = {

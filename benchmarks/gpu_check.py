@@ -23,7 +23,8 @@ from pathlib import Path
 
 from satori.data import synthetic
 from satori.training.checkpoints import last_checkpoint
-from satori.core.config import REPO_ROOT, TrainParams, VisionParams, read_params, system_prompt, validate_profile
+from satori.core.config import REPO_ROOT, TrainParams, VisionParams, read_params, validate_profile
+from satori.core.prompt import system_prompt
 from satori.training.export import export_model, weight_files
 from satori.data.preprocessing import preprocess
 from satori.training.swift_cli import check_swift_arguments, swift_arguments, swift_environment

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.pipeline import prepare_run_dir
+from satori.run_folders import prepare_run_dir
 from satori.core.config import REPO_ROOT
 from satori.reports.learning import quarter_summary, read_reward_table
 from satori.reports.results import SWEEP_TABLE, shares_text

@@ -26,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from satori.core.config import REPO_ROOT, system_prompt
+from satori.core.config import REPO_ROOT
+from satori.core.prompt import system_prompt
 
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 720), (1600, 900), (1920, 1080)]
 MALFORMED_SHARE = 0.03
@@ -92,6 +93,7 @@ def worker(mode: str, data: Path, tables: str, model_dir: Path) -> None:
     no_cache:    every row's image decoded in full, even when rows share an image.
     """
     from satori.data import preprocessing as pre
+    from satori.data import row_checks
     from satori.core.config import PreprocessParams, load_profile
 
     _, paper = load_profile(REPO_ROOT / "params.yaml", name="paper")
@@ -106,11 +108,11 @@ def worker(mode: str, data: Path, tables: str, model_dir: Path) -> None:
                 with Image.open(io.BytesIO(data_bytes)) as image:
                     return image.width, image.height, image.format
             except OSError as err:
-                raise pre.Rejected("image_undecodable", str(err)) from None
+                raise row_checks.Rejected("image_undecodable", str(err)) from None
 
-        pre.decode_image = header_only
+        row_checks.decode_image = header_only  # what RowChecker calls
     elif mode == "no_cache":
-        pre.RowChecker._decode = lambda self, data_bytes, name: pre.decode_image(data_bytes, self.max_image_pixels)
+        row_checks.RowChecker._decode = lambda self, data_bytes, name: row_checks.decode_image(data_bytes, self.max_image_pixels)
     params = PreprocessParams(tables=[tables], val_fraction=0.01, seed=0)
     system = system_prompt(REPO_ROOT / "prompt.txt")
     counter = pre.prompt_token_counter(model_dir, system)  # load the tokenizer before the clock and the baseline

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from satori import tracking
-from satori.core.config import InputError, Profile, load_profile
+from satori.core.config import Profile, load_profile
+from satori.core.errors import InputError
 
 DEBUG_ENV = "SATORI_DEBUG"  # set: a bad param or input shows its traceback too
 ERROR_PREFIX = "satori: error:"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.core.config import system_prompt
+from satori.core.prompt import system_prompt
 from satori.core.files import atomic_dir, write_source
 from satori.core.hub import hub_snapshot
 from satori.stage import Stage, run_main

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 from satori import tracking
-from satori.core.config import SPLIT_SIZE_KEYS, check_split_sizes, system_prompt
+from satori.core.config import SPLIT_SIZE_KEYS, check_split_sizes
+from satori.core.prompt import system_prompt
 from satori.core.files import write_json
 from satori.data.preprocessing import PreprocessError, preprocess
 from satori.stage import Stage, run_main

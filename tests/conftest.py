@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from satori.core.config import REPO_ROOT, system_prompt
+from satori.core.config import REPO_ROOT
+from satori.core.prompt import system_prompt
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,7 @@ def swift_pixel_limits(monkeypatch):
 
 def copy_checkout(dest: Path) -> Path:
     """The project's files (tracked and untracked-but-not-ignored) copied to dest, as a fresh git repo."""
-    from flows.pipeline import checkout_files
+    from satori.run_folders import checkout_files
 
     for rel in checkout_files(REPO_ROOT):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import pipeline_stages
+from flows.dvc_graph import pipeline_stages
 from satori.core.config import REPO_ROOT
 from tests.conftest import FAKE_TOKEN, accuracy_from_predictions
 
@@ -466,7 +466,7 @@ def test_a_second_checkout_pulls_the_run_from_a_dvc_remote_and_reruns_nothing(pi
 def test_a_repeated_run_restores_train_from_dvc_s_run_cache(pipeline_run):
     """The same code, data and params in a folder of their own (a variant whose override changes nothing):
     DVC restores every stage from its run cache, train included, instead of training again."""
-    from flows.pipeline import prepare_run_dir
+    from satori.run_folders import prepare_run_dir
     from satori.core.config import load_profile
 
     repo, env, *_ = pipeline_run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import prepare_run_dir
+from satori.run_folders import prepare_run_dir
 from tests.conftest import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from satori.core.errors import ParamsError
 from satori.core.resize import IMAGE_FACTOR, seen_size
 from satori.core.reward_registry import REWARD_NAMES
 
@@ -22,15 +23,6 @@ from satori.core.reward_registry import REWARD_NAMES
 REPO_ROOT = Path(__file__).resolve().parents[2]  # satori/core/config.py
 # DVC's own default params file, read relative to the folder the stage runs in.
 PARAMS_FILE = Path("params.yaml")
-
-
-class InputError(Exception):
-    """Bad params or input: the message names the key, file, row or field, so a stage shows it as one
-    sentence, without a traceback (SATORI_DEBUG=1 shows the traceback too)."""
-
-
-class ParamsError(InputError, ValueError):
-    """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
 
 
 # The train params that decide how many rows one batch takes; checked against the splits preprocessing made.
@@ -464,16 +456,3 @@ def validate_profile(name: str, section: Any) -> Profile:
     if name == "tiny" and profile.publish.push:
         raise ParamsError("params.yaml: tiny.publish.push: the embedded default never pushes to the Hub")
     return profile
-
-
-# Appended to every question by the official SATORI evaluation (an evaluation input, quoted exactly).
-SATORI_INSTRUCTION = (
-    " \nFirst, provide an image caption describing the overall scene inside <caption> </caption>. "
-    "Then, output the list of bounding boxes in the format of [[x1,y1,x2,y2], ...] inside <bbox> </bbox>. "
-    "Finally, give the final answer in <answer> </answer>."
-)
-
-
-def system_prompt(path: Path) -> str:
-    """prompt.txt, the system prompt SATORI-3B was trained with (a training input: used verbatim)."""
-    return Path(path).read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from satori.core.config import InputError
+from satori.core.errors import InputError
 from satori.core.files import file_manifest, read_source
 from satori.core.transient import is_transient
 

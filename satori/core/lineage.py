@@ -32,6 +32,11 @@ INFRASTRUCTURE: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+def is_infrastructure(module: str) -> bool:
+    """module is, or is inside, a package of INFRASTRUCTURE."""
+    return any(module == name or module.startswith(name + ".") for name in INFRASTRUCTURE)
+
+
 # Modules another program loads by path (ms-swift's --external_plugins), not imported by the module that names
 # them: still its code. tests/lineage holds the paths swift_cli passes equal to these modules' files.
 LOADED_BY_PATH: dict[str, tuple[str, ...]] = {
@@ -66,7 +71,7 @@ def code_closure(root: Path, module: str) -> set[str]:
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in INFRASTRUCTURE:
+        if is_infrastructure(name):
             continue
         path = module_file(root, name)
         if path is None or path in seen:
@@ -115,7 +120,10 @@ def pipeline_code(checkout: Path) -> list[str]:
             written.update(next(iter(out)) if isinstance(out, dict) else out for out in entry.get(kind, []))
     files: set[str] = set()
     for entry in stages.values():
-        module, inputs, _ = command_paths(" ".join(entry["cmd"].split()))
+        try:
+            module, inputs, _ = command_paths(" ".join(str(entry.get("cmd", "")).split()))
+        except ValueError:  # not a `python -m` stage (a user's own): no project code to find in it
+            continue
         files |= code_closure(checkout, module) | (inputs - written)
     return sorted(files)
 

@@ -19,7 +19,8 @@ import shutil
 from pathlib import Path
 
 from satori.data import synthetic
-from satori.core.config import REPO_ROOT, VisionParams, system_prompt
+from satori.core.config import REPO_ROOT, VisionParams
+from satori.core.prompt import system_prompt
 from satori.core.files import atomic_dir
 
 # The commits the rehearsal profiles pin (params.yaml); any 40-hex string works for a local mirror.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from satori.core.config import SATORI_INSTRUCTION
+from satori.core.prompt import SATORI_INSTRUCTION
 
 COLORS = {
     "red": (220, 30, 30),

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from satori.core.config import SATORI_INSTRUCTION
+from satori.core.prompt import SATORI_INSTRUCTION
 
 
 class BatchedGenerator:

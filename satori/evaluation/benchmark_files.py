@@ -16,7 +16,7 @@ import shutil
 import string
 from pathlib import Path
 
-from satori.core.config import InputError
+from satori.core.errors import InputError
 from satori.core.files import file_md5
 from satori.core.hub import DownloadError, hub_offline
 

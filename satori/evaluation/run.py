@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from satori.core.config import BenchmarksParams, EvaluateParams, load_profile, system_prompt
+from satori.core.config import BenchmarksParams, EvaluateParams, load_profile
+from satori.core.prompt import system_prompt
 from satori.core.files import write_json
 from satori.evaluation.scoring import scoring_rule
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from satori.core.config import PARAMS_FILE, SATORI_INSTRUCTION, Profile, PublishParams, read_params
+from satori.core.config import PARAMS_FILE, Profile, PublishParams, read_params
+from satori.core.prompt import SATORI_INSTRUCTION
 from satori.evaluation.scoring import benchmark_rules, scoring_rules
 from satori.core.files import SOURCE_FILE
 from satori.core.lineage import code_revision

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from satori import tracking
 from satori.training.checkpoints import FINISHED_FILE, prepare_work_dir, resumable_checkpoint, run_key, training_finished
-from satori.core.config import SPLIT_SIZE_KEYS, SPLITS, InputError, TrainParams, VisionParams, check_split_sizes
+from satori.core.config import SPLIT_SIZE_KEYS, SPLITS, TrainParams, VisionParams, check_split_sizes
+from satori.core.errors import InputError
 from satori.core.lineage import stage_command
 from satori.training.reward_curves import reward_table
 from satori.core.reward_registry import REWARD_CLASSES

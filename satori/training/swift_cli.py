@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from satori.core.config import InputError, TrainParams, VisionParams
+from satori.core.config import TrainParams, VisionParams
+from satori.core.errors import InputError
 
 
 REWARD_PLUGIN = Path(__file__).parent.parent / "rewards" / "plugin.py"

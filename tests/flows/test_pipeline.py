@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import pipeline
+from flows import console as console_filters
+from flows import pipeline, stage_runner
+from satori import run_folders
 from satori import tracking
 from satori.core.config import REPO_ROOT, load_profile
 
@@ -18,12 +20,12 @@ def test_set_profile_line_switches_only_the_switch():
     before = PARAMS_FILE.read_text()
     active = yaml.safe_load(before)["profile"]
     other = next(name for name in ("paper", "rehearsal") if name != active)
-    after = pipeline.set_profile_line(before, other)
+    after = run_folders.set_profile_line(before, other)
     assert yaml.safe_load(after) == {**yaml.safe_load(before), "profile": other}
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert changed == [(f"profile: {active}", f"profile: {other}")]  # one line, the rest byte for byte
     with pytest.raises(ValueError, match="no top-level 'profile:' line"):
-        pipeline.set_profile_line("tiny: {}\n", "paper")
+        run_folders.set_profile_line("tiny: {}\n", "paper")
 
 
 def dvc_folder(folder, dvc_yaml=None):
@@ -51,7 +53,7 @@ def git_status(repo):
 def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_path):
     repo = git_checkout(tmp_path)
     before = git_status(repo)
-    run_dir = pipeline.prepare_run_dir(repo, "paper")
+    run_dir = run_folders.prepare_run_dir(repo, "paper")
     assert run_dir == repo / ".runs/paper"
     assert load_profile(run_dir / "params.yaml")[0] == "paper"
     assert load_profile(repo / "params.yaml")[0] == "tiny"
@@ -61,14 +63,14 @@ def test_another_profile_runs_in_a_copy_and_leaves_the_checkout_as_it_was(tmp_pa
     assert (run_dir / "stages/train.py").read_bytes() == (repo / "stages/train.py").read_bytes()
     assert not (run_dir / "dvc.lock").exists()  # this checkout's results are not the profile's
     with pytest.raises(ValueError, match=r"unknown profile 'huge'; params.yaml defines \['paper', 'paper_official', 'rehearsal', 'rehearsal_lora', 'tiny'\]"):
-        pipeline.prepare_run_dir(repo, "huge")
+        run_folders.prepare_run_dir(repo, "huge")
 
 
 def test_a_variant_sets_its_params_in_its_own_copy_only(tmp_path):
     repo = git_checkout(tmp_path)
     before = git_status(repo)
     overrides = ["train.reward_control=invert", "train.learning_rate=5e-4", "download.synthetic.rows=64"]
-    run_dir = pipeline.prepare_run_dir(repo, "tiny", overrides, "control")
+    run_dir = run_folders.prepare_run_dir(repo, "tiny", overrides, "control")
     assert run_dir == repo / ".runs/control"
     name, variant = load_profile(run_dir / "params.yaml")
     _, tiny = load_profile(repo / "params.yaml", "tiny")
@@ -97,7 +99,7 @@ def test_a_variant_sets_its_params_in_its_own_copy_only(tmp_path):
 def test_a_bad_override_is_refused_before_anything_runs_naming_the_key(tmp_path, override, message):
     repo = git_checkout(tmp_path)
     with pytest.raises(ValueError, match=message):
-        pipeline.prepare_run_dir(repo, "tiny", [override], "bad")
+        run_folders.prepare_run_dir(repo, "tiny", [override], "bad")
     assert not (repo / ".runs/bad/params.yaml").exists()
     with pytest.raises(ValueError, match="needs --name"):
         pipeline.satori_pipeline.fn(profile="learn", overrides=["train.learning_rate=1e-4"])
@@ -106,16 +108,16 @@ def test_a_bad_override_is_refused_before_anything_runs_naming_the_key(tmp_path,
 def test_a_second_run_in_the_same_folder_fails_at_once_in_one_sentence(tmp_path):
     import time
 
-    with pipeline.run_lock(tmp_path, "tiny"):
+    with run_folders.run_lock(tmp_path, "tiny"):
         start = time.monotonic()
-        with pytest.raises(pipeline.RunLocked) as err:
-            with pipeline.run_lock(tmp_path, "paper"):
+        with pytest.raises(run_folders.RunLocked) as err:
+            with run_folders.run_lock(tmp_path, "paper"):
                 pass
         assert time.monotonic() - start < 2
     message = str(err.value)
     assert message.startswith(f"another pipeline run (pid {__import__('os').getpid()}, profile tiny, since ")
     assert message.count("\n") == 0 and "wait for it to finish" in message
-    with pipeline.run_lock(tmp_path, "paper"):  # released: the next run proceeds
+    with run_folders.run_lock(tmp_path, "paper"):  # released: the next run proceeds
         pass
 
 
@@ -186,7 +188,7 @@ def test_the_flow_runs_the_stages_in_order_under_one_parent_run(isolated_env, mo
     assert result["ran"] == {stage: stage != "fetch_dataset" for stage in listed}
     client = mlflow.MlflowClient(tracking_uri=isolated_env["MLFLOW_TRACKING_URI"])
     parent = client.get_run(result["mlflow_run_id"])
-    # Its metrics and curves come from the record_run stage (stubbed here; tests/satori/test_tracking.py).
+    # Its metrics and curves come from the record_run stage (stubbed here; tests/satori/tracking/test_tracking.py).
     assert parent.data.tags["satori.launched_by"] == "flow" and parent.data.tags["satori.pipeline"] == "true"
     assert parent.data.params["train.learning_rate"] == str(load_profile(tmp_path / "params.yaml")[1].train.learning_rate)
 
@@ -367,7 +369,7 @@ def repro_records(monkeypatch, folder, stage: str, script: str) -> list:
     import sys
 
     real_popen = subprocess.Popen
-    monkeypatch.setattr(pipeline.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
+    monkeypatch.setattr(stage_runner.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", script], **kw))
     records = []
 
     class Keep(logging.Handler):
@@ -377,8 +379,8 @@ def repro_records(monkeypatch, folder, stage: str, script: str) -> list:
     logger = logging.getLogger(f"test-repro-{stage}")
     logger.addHandler(Keep())
     logger.setLevel(logging.INFO)
-    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logger)
-    pipeline.repro(stage, folder)
+    monkeypatch.setattr(stage_runner, "get_run_logger", lambda: logger)
+    stage_runner.repro(stage, folder)
     return records
 
 
@@ -395,10 +397,10 @@ def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monk
         "print('\\nsome detail line', flush=True)\n"
     )
     records = repro_records(monkeypatch, tmp_path, "evaluate", script)
-    progress = [r.getMessage() for r in records if getattr(r, pipeline.PROGRESS_ONLY, False)]
+    progress = [r.getMessage() for r in records if getattr(r, console_filters.PROGRESS_ONLY, False)]
     assert len(progress) == 2 and progress[0].startswith("5%|#|") and progress[1].startswith("100%|")
-    console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
-    run_log = [r.getMessage() for r in records if pipeline._HideProgress().filter(r)]
+    console = [r.getMessage() for r in records if console_filters._HideDetail().filter(r)]
+    run_log = [r.getMessage() for r in records if console_filters._HideProgress().filter(r)]
     assert console == ["[satori] scoring", *progress]
     assert run_log == ["[satori] scoring", "", "some detail line"]
     assert "100%|" in (tmp_path / ".work/logs/evaluate.log").read_text()  # the stage's log keeps everything
@@ -407,12 +409,12 @@ def test_progress_bars_reach_the_console_now_and_then_and_never_the_run_log(monk
 def test_a_silent_stage_gets_a_heartbeat_on_the_console_only(monkeypatch, tmp_path):
 
     script = "import time\nprint('[satori] loading', flush=True)\ntime.sleep(3.5)\nprint('[satori] done', flush=True)\n"
-    monkeypatch.setattr(pipeline, "HEARTBEAT_S", 1.0)
+    monkeypatch.setattr(console_filters, "HEARTBEAT_S", 1.0)
     records = repro_records(monkeypatch, tmp_path, "train", script)
-    console = [r.getMessage() for r in records if pipeline._HideDetail().filter(r)]
+    console = [r.getMessage() for r in records if console_filters._HideDetail().filter(r)]
     beats = [line for line in console if line.startswith("[satori] train: still running (")]
     assert console[0] == "[satori] loading" and console[-1] == "[satori] done" and 2 <= len(beats) <= 4
-    assert [r.getMessage() for r in records if pipeline._HideProgress().filter(r)] == ["[satori] loading", "[satori] done"]
+    assert [r.getMessage() for r in records if console_filters._HideProgress().filter(r)] == ["[satori] loading", "[satori] done"]
 
 
 def test_the_prefect_cli_and_the_flow_share_one_prefect_home(tmp_path):
@@ -506,7 +508,7 @@ def test_a_variant_s_folder_keeps_the_checkout_s_local_dvc_remote(tmp_path):
     repo = git_checkout(tmp_path)
     remote = tmp_path / "remote"
     subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "team", str(remote)], cwd=repo, check=True)
-    run_dir = pipeline.prepare_run_dir(repo, "tiny", ["train.max_steps=2"], "variant")
+    run_dir = run_folders.prepare_run_dir(repo, "tiny", ["train.max_steps=2"], "variant")
     shown = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=run_dir, capture_output=True, text=True)
     assert shown.stdout.split()[:2] == ["team", str(remote)]
     default = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=run_dir, capture_output=True, text=True)

@@ -35,7 +35,7 @@ def test_reading_the_whole_profile_logs_all_of_it_and_a_wrong_declaration_fails_
 def test_a_stage_another_work_pool_runs_never_runs_here(use_profile, monkeypatch):
     """A split run restores the other pool's stages from DVC's run cache; when DVC finds no run to restore and
     starts the stage instead, it stops before reading anything, saying where it should have come from."""
-    from satori.core.config import InputError
+    from satori.core.errors import InputError
     from satori.stage import RESTORE_ONLY_ENV
 
     use_profile("tiny")

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from satori.core.config import REPO_ROOT, ParamsError, load_profile, read_params
+from satori.core.config import REPO_ROOT, load_profile, read_params
+from satori.core.errors import ParamsError
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 

@@ -159,7 +159,7 @@ BAD_ROWS = [
 
 def test_bad_rows_are_set_aside_with_their_reason_and_nothing_is_lost(tmp_path):
     """26 malformed rows of 24 kinds among good ones: each rejected with its reason, good rows intact."""
-    from satori.data.preprocessing import REASONS
+    from satori.data.row_checks import REASONS
 
     good = [good_row(0), good_row(50, width=None, height=None), good_row(51, answer="red")]
     rows = good[:1] + [row for row, _ in BAD_ROWS] + good[1:]

@@ -210,7 +210,8 @@ def test_a_token_budget_that_rejects_most_rows_names_the_keys(in_tmp, tiny_model
 
 
 def test_splits_too_small_for_the_batches_fail_before_anything_is_written(in_tmp, tiny_model_dir):
-    from satori.core.config import ParamsError, check_split_sizes
+    from satori.core.config import check_split_sizes
+    from satori.core.errors import ParamsError
 
     make_dataset(Path("raw"), [good_row(i) for i in range(6)])
     params = preprocessing.PreprocessParams(val_fraction=0.5, seed=0)

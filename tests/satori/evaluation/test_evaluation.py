@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from satori.evaluation import run as evaluate
-from satori.core.config import SATORI_INSTRUCTION
+from satori.core.prompt import SATORI_INSTRUCTION
 from satori.evaluation.vlm_adapter import SatoriVLM, extract_answer
 
 
@@ -69,7 +69,8 @@ def test_free_form_rows_validate_and_a_multiple_choice_layout_is_not_taken_for_o
 
 
 def test_every_benchmark_names_its_matching_rule_and_a_judged_one_fails_at_once(tmp_path):
-    from satori.core.config import BenchmarksParams, ParamsError, load_profile
+    from satori.core.config import BenchmarksParams, load_profile
+    from satori.core.errors import ParamsError
     from satori.evaluation.scoring import benchmark_rules
     from tests.satori.core.test_config import write_params
 

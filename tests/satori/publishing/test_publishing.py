@@ -189,7 +189,8 @@ def test_code_revision_moves_only_with_what_a_stage_depends_on(tmp_path):
     subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
     assert publish.code_revision(tmp_path) == "unknown"  # no dvc.yaml, no commit
     dvc_yaml = ("stages:\n  train:\n    cmd: python -m stages.train --prompt prompt.txt --raw data/raw --out models/x\n"
-                "  fetch:\n    cmd: python -m stages.fetch --out data/raw\n")  # fmt: skip
+                "  fetch:\n    cmd: python -m stages.fetch --out data/raw\n"
+                "  notify:\n    cmd: echo done\n")  # a user's own stage: no project code in it  # fmt: skip
     code = commit("code", **{"dvc.yaml": dvc_yaml, "params.yaml": "a: 1\n", "prompt.txt": "p\n", "dvc.lock": "x\n",
                              "stages/train.py": "from satori import model, tracking\n", "satori/model.py": "y = 1\n",
                              "stages/fetch.py": "x = 1\n", "satori/tracking.py": "t = 1\n"})  # fmt: skip

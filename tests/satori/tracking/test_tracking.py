@@ -95,12 +95,13 @@ def test_a_stage_killed_by_sigterm_ends_killed_and_a_sigkilled_one_is_marked_lat
 
 def test_a_temporary_dvc_experiment_logs_to_the_checkout_that_started_it(tmp_path, monkeypatch):
     from satori import tracking
+    from satori.tracking import store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     copy = tmp_path / "checkout" / ".dvc" / "tmp" / "exps" / "tmpab12cd"  # where `dvc exp run --temp` runs
-    monkeypatch.setattr(tracking, "REPO_ROOT", copy)
+    monkeypatch.setattr(store, "REPO_ROOT", copy)
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'checkout' / 'mlflow.db'}"
-    monkeypatch.setattr(tracking, "REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setattr(store, "REPO_ROOT", tmp_path / "checkout")
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'checkout' / 'mlflow.db'}"
     assert tracking.store_root(tmp_path / "elsewhere") == tmp_path / "elsewhere"
 
