@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from satori.data import synthetic
 from satori.core.config import REPO_ROOT
-from satori.core.prompt import system_prompt
+from satori.core.prompt import mcq_question, system_prompt
+from satori.data import synthetic
 
 # Qwen2.5-VL-3B-Instruct's published config values (no download: the weights are random).
 QWEN25_VL_3B = {
@@ -81,7 +81,7 @@ def questions(count: int, seed: int, folder: Path) -> list[tuple[int, list[dict]
     for row in rows:
         image = folder / f"{row['index']}.png"
         image.write_bytes(base64.b64decode(row["image"]))
-        text = synthetic.mcq_prompt(row["question"], [row[letter] for letter in "ABCD"])
+        text = mcq_question(row["question"], [row[letter] for letter in "ABCD"])
         planned.append(
             (row["index"], [{"type": "image", "value": str(image)}, {"type": "text", "value": text}], row["answer"])
         )

@@ -21,12 +21,12 @@ import os
 import time
 from pathlib import Path
 
-from satori.data import synthetic
-from satori.training.checkpoints import last_checkpoint
 from satori.core.config import REPO_ROOT, TrainParams, VisionParams, read_params, validate_profile
-from satori.core.prompt import system_prompt
-from satori.training.export import export_model, weight_files
+from satori.core.prompt import mcq_question, system_prompt
+from satori.data import synthetic
 from satori.data.preprocessing import preprocess
+from satori.training.checkpoints import last_checkpoint
+from satori.training.export import export_model, weight_files
 from satori.training.swift_cli import check_swift_arguments, swift_arguments, swift_environment
 from satori.training.swift_run import read_log_history, run_swift
 
@@ -215,7 +215,7 @@ def eval_check(model_dir: Path, folder: Path, questions: int, batch_size: int, v
     for row in rows:
         image = folder / f"question_{row['index']}.png"
         image.write_bytes(base64.b64decode(row["image"]))
-        text = synthetic.mcq_prompt(row["question"], [row[letter] for letter in "ABCD"])
+        text = mcq_question(row["question"], [row[letter] for letter in "ABCD"])
         messages.append([{"type": "image", "value": str(image)}, {"type": "text", "value": text}])
     engine.generate(messages[:1])  # warm-up
     rates = {}

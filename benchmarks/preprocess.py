@@ -120,7 +120,8 @@ def worker(mode: str, data: Path, tables: str, model_dir: Path) -> None:
     sampler = RssSampler()
     start = time.perf_counter()
     with sampler, tempfile.TemporaryDirectory() as out:
-        report = pre.preprocess(params, paper.vision, paper.train, data, model_dir, Path(out) / "processed", system)
+        budget = paper.train.max_length - paper.train.max_completion_length  # the prompt's tokens, as the stage gives
+        report = pre.preprocess(params, paper.vision, budget, data, model_dir, Path(out) / "processed", system)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "baseline_mb": sampler.start_mb, "peak_mb": sampler.peak_mb, **report}))
 

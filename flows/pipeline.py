@@ -50,7 +50,13 @@ from satori import tracking  # noqa: E402
 from satori.core.config import PARAMS_FILE, read_params  # noqa: E402
 from satori.core.lineage import CODE_REVISION_ENV, code_revision  # noqa: E402
 from satori.reports.results import console_table  # noqa: E402
-from satori.run_folders import run_folder, run_lock  # noqa: E402
+from satori.run_folders import check_run_request, run_folder, run_lock  # noqa: E402
+from satori.stage import run_main  # noqa: E402
+
+
+# What `python -m flows.pipeline` returns (MLflow run, profile, folder, which stages ran, the evaluation), in the
+# run's folder (git-ignored scratch): the console shows the table only.
+RUN_SUMMARY = Path(".work") / "last_run.json"
 
 
 def retry_if_transient(task_, task_run, state) -> bool:
@@ -186,13 +192,16 @@ def main() -> None:
                         help="a variant: set this param of the profile (repeatable), in .runs/<name> only")  # fmt: skip
     parser.add_argument("--name", help="the variant's folder under .runs/ and its MLflow run name")
     args = parser.parse_args()
-    if args.overrides and not args.name:
-        parser.error("--set needs --name: the folder under .runs/ the variant runs in")
+    # A bad --profile, --set or --name stops here: one `satori: error:` line, exit 2, before Prefect starts.
+    run_main(lambda: check_run_request(REPO_ROOT, args.profile, args.overrides, args.name))
     # SIGTERM (a worker cancelling the run, `kill`) stops the flow like Ctrl-C: the stage is stopped in seconds.
     signal.signal(signal.SIGTERM, _interrupt)
     result = satori_pipeline(profile=args.profile, overrides=args.overrides, name=args.name)
-    print(json.dumps(result, indent=2))
-    print("\n" + console_table(result["evaluation"]))
+    # The console ends with the table; the run's summary (MLflow run, what ran, the scores) goes to a file.
+    summary = Path(result["folder"]) / RUN_SUMMARY
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nThe run's summary: {summary}\n\n" + console_table(result["evaluation"]))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,16 @@ from typing import Any
 
 from satori import tracking
 from satori.core.config import PARAMS_FILE, load_profile, profile_names, read_params, validate_profile
-from satori.core.errors import ParamsError
+from satori.core.errors import InputError, ParamsError
 from satori.core.lineage import CODE_REVISION_ENV, code_revision
 
 RUNS_DIR = ".runs"  # copies of the checkout, one per other profile (git-ignored)
 LOCK_FILE = ".satori-run.lock"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a folder under .runs/, and an MLflow run name
+
+
+class RunRequestError(InputError, ValueError):
+    """A --profile, --set or --name a run cannot start with; the message names it (one line, exit 2)."""
 
 
 class RunLocked(RuntimeError):
@@ -85,20 +90,25 @@ def with_overrides(text: str, profile: str, overrides: list[str]) -> str:
         dotted, sep, value = override.partition("=")
         keys = dotted.strip().split(".")
         if not sep or not all(keys):
-            raise ValueError(f"--set {override!r}: expected section.key=value, e.g. train.learning_rate=5e-4")
+            raise RunRequestError(f"--set {override!r}: expected section.key=value, e.g. train.learning_rate=5e-4")
         node = data[profile]
         for key in keys[:-1]:
             if not isinstance(node.get(key), dict):
-                raise ValueError(f"--set {override!r}: profile {profile!r} has no section {key!r}")
+                raise RunRequestError(f"--set {override!r}: profile {profile!r} has no section {key!r}")
             node = node[key]
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise RunRequestError(f"--set {override!r}: the value is not YAML ({' '.join(str(err).split())})") from None
         if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed.strip()):
             parsed = float(parsed)  # YAML 1.1 (PyYAML) reads 5e-4 as a string; a user means the number
         node[keys[-1]] = parsed
     try:
         validate_profile(profile, data[profile])
     except ParamsError as err:
-        raise ValueError(f"--set {' '.join(overrides)}: {err}") from None
+        # One line: the keys that failed, each with its reason (ParamsError lists them a line each).
+        reasons = "; ".join(line.strip() for line in str(err).splitlines()[1:]) or str(err)
+        raise RunRequestError(f"--set {' '.join(overrides)}: {reasons}") from None
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -110,12 +120,8 @@ def prepare_run_dir(checkout: Path, profile: str, overrides: list[str] | None = 
     files whose content did not change are not rewritten. DVC there shares the checkout's cache
     and does not touch git (no_scm): the copy is not a git repository.
     """
-    allowed = profile_names(read_params(checkout / PARAMS_FILE))
-    if profile not in allowed:
-        raise ValueError(f"unknown profile {profile!r}; params.yaml defines {allowed}")
+    check_run_request(checkout, profile, overrides, name)
     name = name or profile
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"run folder name {name!r}: use letters, digits, '_', '-' and '.'")
     dest = checkout / RUNS_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     with run_lock(dest, profile):
@@ -145,13 +151,29 @@ def write_run_dir_config(checkout: Path, dest: Path) -> None:
         config.write(f)
 
 
+def check_run_request(checkout: Path, profile: str | None, overrides: list[str] | None, name: str | None) -> None:
+    """RunRequestError, naming the flag, unless a run of this profile, overrides and name can start: checked
+    before anything starts (no Prefect server, no folder, no MLflow run)."""
+    if overrides and not name:
+        raise RunRequestError("--set needs --name: the folder under .runs/ the variant runs in")
+    raw = read_params(checkout / PARAMS_FILE)
+    allowed = profile_names(raw)
+    if profile is not None and profile not in allowed:
+        raise RunRequestError(f"unknown profile {profile!r}; params.yaml defines {allowed}")
+    for value in (name, profile):
+        if value is not None and not RUN_NAME.fullmatch(value):
+            raise RunRequestError(f"run folder name {value!r}: use letters, digits, '_', '-' and '.'")
+    if overrides:
+        text = (checkout / PARAMS_FILE).read_text(encoding="utf-8")
+        with_overrides(text, profile or load_profile(checkout / PARAMS_FILE)[0], overrides)
+
+
 def run_folder(
     checkout: Path, profile: str | None, overrides: list[str] | None, name: str | None
 ) -> tuple[Path, str, Any, str]:
     """(folder, profile, its params, revision) of a run from checkout: itself for its active profile, else
     .runs/<name>."""
-    if overrides and not name:
-        raise ValueError("a variant (--set) needs --name: the folder under .runs/ it runs in")
+    check_run_request(checkout, profile, overrides, name)
     active, _ = load_profile(checkout / PARAMS_FILE)
     profile = profile or active
     folder = checkout

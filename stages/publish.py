@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         if params.push:
             report["url"] = push(args.out, params, commit_message=f"SATORI GRPO ({name}), code {code}")
             report["pushed"] = True
-        location = report["url"] or str(args.out.resolve())
+        # The Hub URL, or the folder as dvc.yaml names it (the run's commit and params are on the MLflow run): no
+        # machine's absolute path in the registry.
+        location = report["url"] or args.out.as_posix()
         # The version is MLflow's count, not part of the report: the same run elsewhere writes the same file.
         report["registered_model"] = (params.repo_id or f"satori-{name}").replace("/", "-")
         version = tracking.register_model(report["registered_model"], location, {"satori.code": code})

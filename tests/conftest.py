@@ -153,6 +153,13 @@ GIT_STATUS_AFTER_RUN = "git-status-after-run.txt"  # beside pipeline_run's check
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds it unless it leaked
 
 
+def run_summary(folder: Path) -> dict:
+    """What the flow returned for the run in folder (flows.pipeline.RUN_SUMMARY)."""
+    from flows.pipeline import RUN_SUMMARY
+
+    return json.loads((folder / RUN_SUMMARY).read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     """`python -m flows.pipeline` (the Prefect flow, as `make run` does) in a fresh copy of the checkout, once for
@@ -171,9 +178,7 @@ def pipeline_run(tmp_path_factory):
         # What `git status` shows right after the run, before any test changes the copy (test_end_to_end reads it).
         status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
         (work / GIT_STATUS_AFTER_RUN).write_text(status.stdout)
-        start = proc.stdout.rindex('{\n  "mlflow_run_id"')
-        summary, _ = json.JSONDecoder().raw_decode(proc.stdout[start:])
-        yield repo, env, summary, log
+        yield repo, env, run_summary(repo), log
 
 
 @contextlib.contextmanager

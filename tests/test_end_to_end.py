@@ -35,9 +35,13 @@ def stages_run(dvc_output: str) -> list[str]:
 
 
 def test_every_stage_ran(pipeline_run):
-    _, _, summary, _ = pipeline_run
+    from satori.reports.results import console_table
+
+    _, _, summary, log = pipeline_run
     assert summary["profile"] == "tiny"
     assert summary["ran"] == dict.fromkeys(STAGES, True)
+    # The console ends with the table; the run's summary is a file (flows.pipeline.RUN_SUMMARY), not a JSON dump.
+    assert '"mlflow_run_id"' not in log and console_table(summary["evaluation"]) in log
 
 
 def test_dataset_rows(pipeline_run):
@@ -141,7 +145,12 @@ def test_mlflow_run_tree_with_rewards(pipeline_run):
     train_summary = json.loads((repo / "reports/train.json").read_text())
     assert parent.data.metrics["SatoriTiny_MMStar.trained"] == pytest.approx(evaluation["SatoriTiny_MMStar"]["trained"])
     assert parent.data.metrics["train.final_reward"] == pytest.approx(train_summary["final_reward"])
-    assert all(parent.data.metrics[f"ran.{stage}"] == 1.0 for stage in children)
+    assert not [key for key in parent.data.metrics if key.startswith("ran.")]  # what ran is a tag, not 11 charts
+    scores = ", ".join(f"{name} {100 * row['base']:.1f} -> {100 * row['trained']:.1f}" for name, row in evaluation.items())
+    assert parent.data.tags["mlflow.note.content"].startswith(f"Accuracy (%), base -> trained: {scores}. Ran: ")
+    # The parent lasts as long as its stages: it ends with the last one's end (record_run), not before.
+    last_child_end = max(r.info.end_time for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert parent.info.end_time >= last_child_end
     assert parent.data.tags["satori.launched_by"] == "flow" and set(parent.data.tags["satori.ran"].split(",")) == set(children)
     assert parent.data.tags["mlflow.source.name"] == "flows/pipeline.py"
     curve = client.get_metric_history(parent.info.run_id, "train/reward")
@@ -157,7 +166,9 @@ def test_mlflow_run_tree_with_rewards(pipeline_run):
     # The published folder as a registered model version, its weights where publish left them.
     (version,) = client.search_model_versions("name = 'satori-tiny'")
     assert version.run_id == children["publish"].info.run_id
-    assert version.tags["satori.location"] == str((repo / "publish/hub").resolve())
+    assert version.tags["satori.location"] == "publish/hub"  # as dvc.yaml names it: no machine's path
+    machine_paths = [(k, v) for k, v in {**version.tags, **parent.data.tags}.items() if str(repo) in v or "/tmp/" in v]
+    assert machine_paths == []
 
 
 def _artifact_text(client, run, path: str) -> str:
@@ -175,20 +186,62 @@ def test_model_card_has_the_evaluation_table(pipeline_run):
     assert json.loads((repo / "reports/publish.json").read_text())["pushed"] is False
 
 
-def test_the_card_s_how_to_use_snippet_answers_on_the_published_folder(pipeline_run, tmp_path):
+# Runs the card's snippet once per case (its three variables at the top set to the case's), prints the completions.
+SNIPPET_DRIVER = """
+import contextlib, io, json, re, sys
+snippet, cases = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
+out = {}
+for case in cases:
+    code = re.sub(r"(?m)^IMAGE = .*$", "IMAGE = " + repr(case["image"]), snippet, count=1)
+    code = re.sub(r"(?m)^QUESTION = .*$", "QUESTION = " + repr(case["question"]), code, count=1)
+    code = re.sub(r"(?m)^OPTIONS = .*$", "OPTIONS = " + repr(case["options"]), code, count=1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "snippet", "exec"), {"__name__": "__main__"})
+    out[case["index"]] = printed.getvalue().strip()
+print(json.dumps(out))
+"""
+
+
+def test_the_card_s_how_to_use_snippet_answers_every_question_as_the_evaluation_did(pipeline_run, tmp_path):
+    """The snippet taken from the generated card, run on the published folder for every question of
+    SatoriTiny_MMStar, gives the answer the evaluation's trained model gave to each."""
+    import base64
+    import re
     import shutil
 
-    from PIL import Image
+    import pandas as pd
 
     repo, env, *_ = pipeline_run
     folder = shutil.copytree(repo / "publish/hub", tmp_path / "hub")
     card = (folder / "README.md").read_text()
     snippet = card.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    Image.open(repo / "data/raw/images/000000.png").save(folder / "your_image.png")
-    done = subprocess.run([sys.executable, "-c", snippet], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    table = pd.read_csv(repo / "data/benchmarks/SatoriTiny_MMStar.tsv", sep="\t")
+    cases = []
+    for _, row in table.iterrows():
+        image = tmp_path / f"{row['index']}.png"
+        image.write_bytes(base64.b64decode(row["image"]))
+        options = [str(row[letter]) for letter in "ABCD" if letter in row and not pd.isna(row[letter])]
+        cases.append({"index": str(row["index"]), "image": str(image), "question": row["question"], "options": options})
+    (tmp_path / "snippet.py").write_text(snippet)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    (tmp_path / "driver.py").write_text(SNIPPET_DRIVER)
+    done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "snippet.py"),
+                           str(tmp_path / "cases.json")], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "<answer>" in done.stdout and "</answer>" in done.stdout, done.stdout
+    answered = json.loads(done.stdout.strip().splitlines()[-1])
+    evaluated = {}
+    completions = repo / "reports/evaluate/trained_satori-trained_SatoriTiny_MMStar_completions.jsonl"
+    for line in completions.read_text().splitlines():
+        record = json.loads(line)
+        evaluated[str(record["index"])] = record["answer"]
+    assert len(evaluated) == len(cases) == 32
+    snippet_answers = {}
+    for index, completion in answered.items():
+        match = re.search(r"<answer>(.*?)</answer>", completion, re.DOTALL)
+        snippet_answers[index] = match.group(1).strip() if match else None
+    assert snippet_answers == {index: answer.strip() for index, answer in evaluated.items()}
     assert (folder / "system_prompt.txt").read_text() == (repo / "prompt.txt").read_text()
 
 

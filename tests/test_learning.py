@@ -20,7 +20,7 @@ import pytest
 
 from satori.core.config import load_profile
 from satori.core.reward_registry import REWARD_CLASSES
-from tests.conftest import accuracy_from_predictions, predicted_letter
+from tests.conftest import accuracy_from_predictions, predicted_letter, run_summary
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,7 @@ def runs(pipeline_run):
                           text=True, timeout=1800)  # fmt: skip
     (repo.parent / "control.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    start = done.stdout.rindex('{\n  "mlflow_run_id"')
-    control, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    control = run_summary(repo / ".runs" / "control")
     summary = subprocess.run([sys.executable, "-m", "satori.reports.learning", ".", ".runs/control"], cwd=repo, env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     return repo, env, {"default": default, "control": control}, summary

@@ -1,4 +1,6 @@
-"""The SATORI prompt: the system prompt file, and the instruction the official evaluation appends to questions."""
+"""How the model is asked: the system prompt file, a question laid out as VLMEvalKit lays out a multiple-choice one,
+and the SATORI instruction the official evaluation appends. The model card's snippet carries mcq_question's source,
+so a user asks as training and evaluation do."""
 
 from __future__ import annotations
 
@@ -15,3 +17,14 @@ SATORI_INSTRUCTION = (
 def system_prompt(path: Path) -> str:
     """prompt.txt, the system prompt SATORI-3B was trained with (a training input: used verbatim)."""
     return Path(path).read_text(encoding="utf-8")
+
+
+def mcq_question(question: str, options: list[str], hint: str | None = None) -> str:
+    """A question as VLMEvalKit's ImageMCQDataset.build_prompt lays it out: its hint, the question, the options
+    lettered A, B, ... and the request to pick one (no options: the question alone)."""
+    text = f"Hint: {hint}\n" if hint else ""
+    text += f"Question: {question}\n"
+    if options:
+        text += "Options:\n" + "".join(f"{chr(ord('A') + i)}. {option}\n" for i, option in enumerate(options))
+        text += "Please select the correct answer from the options above. \n"
+    return text

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from satori.core.prompt import SATORI_INSTRUCTION
+from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
 
 COLORS = {
     "red": (220, 30, 30),
@@ -146,7 +146,7 @@ def cue_item(scene: Scene) -> dict:
     """The color_cue question, laid out as the benchmarks lay it out (VLMEvalKit's prompt and the SATORI
     instruction), so that what training rewards is what the benchmarks ask."""
     letter, color = cue_letter(scene), scene.shapes[0].color
-    question = mcq_prompt(CUE_QUESTION, list(CUE_COLORS)) + SATORI_INSTRUCTION
+    question = mcq_question(CUE_QUESTION, list(CUE_COLORS)) + SATORI_INSTRUCTION
     # The option's letter or its text, as VLMEvalKit's MCQ matching accepts either.
     return {"question": question, "answers": [letter, f"{letter}. {color}", color], "bboxs": [list(scene.shapes[0].box)]}
 
@@ -266,12 +266,6 @@ def write_benchmark_tsv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def mcq_prompt(question: str, options: list[str]) -> str:
-    """A multiple-choice question laid out as VLMEvalKit's ImageMCQDataset.build_prompt lays it out."""
-    listed = "".join(f"{letter}. {option}\n" for letter, option in zip(OPTION_LETTERS, options))
-    return f"Question: {question}\nOptions:\n{listed}Please select the correct answer from the options above. \n"
-
-
 def satori_completion(caption: str, boxes: list[list[int]], answer: str) -> str:
     """A well-formed SATORI answer: caption, boxes, answer."""
     box_list = json.dumps(boxes, separators=(",", ":"))
@@ -320,7 +314,7 @@ def warmup_examples(
         else:
             target = rng.choice(scene.shapes)
             options, answer = _options(rng, target.color, sorted(COLORS))
-            text = mcq_prompt(f"What color is the {target.kind}?", options) + SATORI_INSTRUCTION
+            text = mcq_question(f"What color is the {target.kind}?", options) + SATORI_INSTRUCTION
             boxes = [list(target.box)]
         seen_boxes = [[round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)] for x1, y1, x2, y2 in boxes]
         examples.append((scene.render(), text, satori_completion(scene.caption(), seen_boxes, answer)))
@@ -329,7 +323,7 @@ def warmup_examples(
 
 def tokenizer_corpus(system_prompt: str, rows: int = 200, seed: int = 12345) -> list[str]:
     """Texts the tiny tokenizer's BPE is trained on: the synthetic data's words and the prompts around them."""
-    texts = [system_prompt, SATORI_INSTRUCTION, mcq_prompt("Which shape is red?", ["a", "b", "c", "d"])]
+    texts = [system_prompt, SATORI_INSTRUCTION, mcq_question("Which shape is red?", ["a", "b", "c", "d"])]
     for _, text, target in warmup_examples(rows, seed, lambda w, h: (w, h)):
         texts += [text, target]
     return texts

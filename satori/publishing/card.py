@@ -10,6 +10,7 @@ the card.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from satori.core.config import PARAMS_FILE, Profile, PublishParams, read_params
-from satori.core.prompt import SATORI_INSTRUCTION
+from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
 from satori.evaluation.scoring import benchmark_rules, scoring_rules
 from satori.core.files import SOURCE_FILE
 from satori.core.lineage import code_revision
@@ -85,6 +86,7 @@ def model_card(
     data_source: dict,
     base_source: dict,
     code_rev: str,
+    parameters: int = 0,
     curves: str | None = None,
     gallery: list[str] | None = None,
 ) -> str:
@@ -130,7 +132,8 @@ def model_card(
     ]
     if curves:
         lines[lines.index("## Training") + 1 : lines.index("## Training") + 1] = ["", f"![Rewards per step]({curves})"]
-    lines += usage_snippet(profile.publish.repo_id)
+    lines += usage_snippet(profile.publish.repo_id, profile.vision)
+    lines += limitations(profile_name, profile, parameters)
     if gallery:
         lines += ["## Where the model looks", ""]
         lines += ["The first 16 answers per benchmark: predicted boxes in red, caption and answer below each image.", ""]
@@ -212,30 +215,70 @@ CURVES_FILE = "reward_curves.png"  # the reward curves, beside the card that sho
 SYSTEM_PROMPT_FILE = "system_prompt.txt"  # the system prompt the model was trained with (prompt.txt), beside it
 
 
-def usage_snippet(repo_id: str | None) -> list[str]:
-    """The card's "How to use": load the published folder, ask one question as training and evaluation did."""
-    where = f'Path(snapshot_download("{repo_id}"))' if repo_id else 'Path(".")  # the folder this card is in'
-    code = f"""from pathlib import Path
+def usage_snippet(repo_id: str | None, vision) -> list[str]:
+    """The card's "How to use": the published folder asked one question exactly as evaluation asks it (the system
+    prompt it was trained with, the question laid out by satori.core.prompt.mcq_question, whose source it carries,
+    the SATORI instruction, the image resized by qwen-vl-utils at the trained pixel limits, greedy). The image, the
+    question and its options are the three variables at its top."""
+    import inspect
 
-from huggingface_hub import snapshot_download
-from PIL import Image
+    where = f'Path(snapshot_download("{repo_id}"))' if repo_id else 'Path(".")  # the folder this card is in'
+    hub_import = "from huggingface_hub import snapshot_download\n" if repo_id else ""
+    code = f"""IMAGE = "your_image.png"
+QUESTION = "What color is the shape?"
+OPTIONS = ["red", "green", "blue", "yellow"]  # [] for a question without options
+
+from pathlib import Path
+
+{hub_import}from PIL import Image
+from qwen_vl_utils import fetch_image
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+INSTRUCTION = {SATORI_INSTRUCTION!r}
+
+
+{inspect.getsource(mcq_question).strip()}
+
 
 folder = {where}
 model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
 processor = AutoProcessor.from_pretrained(folder)
-question = "What color is the shape?\\nOptions:\\nA. red\\nB. green\\nC. blue\\nD. yellow"
-instruction = {SATORI_INSTRUCTION!r}
+image = fetch_image({{"image": Image.open(IMAGE), "min_pixels": {vision.min_pixels}, "max_pixels": {vision.max_pixels}}})
 messages = [
     {{"role": "system", "content": (folder / "{SYSTEM_PROMPT_FILE}").read_text()}},
-    {{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": question + instruction}}]}},
+    {{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": mcq_question(QUESTION, OPTIONS) + INSTRUCTION}}]}},
 ]
 text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-inputs = processor(text=[text], images=[Image.open("your_image.png")], return_tensors="pt")
+inputs = processor(text=[text], images=[image], return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
 print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
-    return ["## How to use", "", "It answers with `<caption>`, `<bbox>` and `<answer>` (greedy):", "", "```python",
-            code, "```", ""]  # fmt: skip
+    return ["## How to use", "", "It answers with `<caption>`, `<bbox>` and `<answer>` (greedy), asked as the evaluation",
+            "above asked it (`pip install transformers qwen-vl-utils`):", "", "```python", code, "```", ""]  # fmt: skip
+
+
+def limitations(profile_name: str, profile: Profile, parameters: int) -> list[str]:
+    """What the model is for and what it cannot do; the embedded default says what it is."""
+    lines = ["## Intended use and limitations", ""]
+    if profile.base_model.source != "hub":
+        task = profile.download.synthetic.task
+        lines += [
+            f"This is the embedded default of satori-pipeline (profile `{profile_name}`): a tiny Qwen2.5-VL of "
+            f"{parameters:,} parameters built and warmed up by the pipeline itself, then trained with SATORI's "
+            f"GRPO on {profile.download.synthetic.rows} synthetic images (task `{task}`: coloured shapes, where "
+            "the colour of the one large shape decides the answer among red, green, blue and yellow). It knows "
+            "those four colours and the SATORI answer format, nothing else: it is a test fixture that runs the "
+            "pipeline's real code paths on a CPU, not a model to use. Its scores are on synthetic benchmarks.",
+            "",
+        ]
+    else:
+        lines += [
+            "For research on verifiable visual reasoning: answers with a caption, the boxes of the regions that "
+            "matter and the answer, each of which can be checked. It inherits the base model's limitations and "
+            "biases; its boxes and captions can be wrong while the answer is right, and the reverse. Scores are "
+            "those of the benchmarks above, scored as stated there; other prompts or pixel limits give others.",
+            "",
+        ]
+    return lines
 
 
 def build_folder(
@@ -271,6 +314,7 @@ def build_folder(
         data_source=source.get("data", {}),
         base_source=source.get("base_model", {}),
         code_rev=code_revision(),
+        parameters=parameter_count(model),
         curves=CURVES_FILE if curves is not None else None,
         gallery=pictures,
     )
@@ -278,6 +322,18 @@ def build_folder(
     active = {"profile": profile_name, profile_name: read_params(PARAMS_FILE)[profile_name]}
     (out / "params.yaml").write_text(yaml.safe_dump(active, sort_keys=False), encoding="utf-8")
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+
+
+def parameter_count(model: Path) -> int:
+    """The number of parameters in the model folder's safetensors files (headers only: no weight is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for weights in sorted(model.glob("*.safetensors")):
+        with safe_open(str(weights), framework="numpy") as f:
+            for name in f.keys():
+                total += math.prod(f.get_slice(name).get_shape())
+    return total
 
 
 class ReloadMismatch(RuntimeError):

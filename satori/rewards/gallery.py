@@ -49,8 +49,12 @@ def draw(sample: Sample) -> Image.Image:
     pen = ImageDraw.Draw(tile)
 
     def rect(box, sx, sy, color):
+        # Clipped to the picture: a box the model drew past the image's edge ends at it, never over the text.
         x1, y1, x2, y2 = box
-        corners = [offset[0] + x1 * sx, offset[1] + y1 * sy, offset[0] + x2 * sx, offset[1] + y2 * sy]
+        left, top = offset
+        right, bottom = left + shown.width - 1, top + shown.height - 1
+        corners = [min(max(left + x1 * sx, left), right), min(max(top + y1 * sy, top), bottom),
+                   min(max(left + x2 * sx, left), right), min(max(top + y2 * sy, top), bottom)]  # fmt: skip
         if corners[2] > corners[0] and corners[3] > corners[1]:
             pen.rectangle(corners, outline=color, width=2)
 

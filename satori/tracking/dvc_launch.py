@@ -25,7 +25,11 @@ def launch_key() -> str | None:
         except psutil.Error:
             continue
         if any(Path(arg).name == "dvc" for arg in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
-            return f"{socket.gethostname()}:{process.pid}:{started:.2f}:{os.environ.get('DVC_EXP_NAME', '')}"
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) + f".{int(started * 100) % 100:02d}"
+            experiment = os.environ.get("DVC_EXP_NAME")
+            return f"dvc pid {process.pid} on {socket.gethostname()}, started {when}" + (
+                f", experiment {experiment}" if experiment else ""
+            )
     return None
 
 

@@ -4,6 +4,7 @@ for each stage DVC reused, linking the run that produced its outputs."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,27 @@ def record_pipeline_run(
                 client.set_tag(ran_runs[stage].info.run_id, OUTPUTS_TAG, outputs.get(stage) or "")
             else:
                 _record_cached(client, experiment_id, parent_id, stage, outputs.get(stage))
-    else:
-        note = "Nothing ran: DVC found every stage up to date (or restored it from its run cache)."
-        client.set_tag(parent_id, "mlflow.note.content", note)
     client.set_tag(parent_id, RAN_TAG, ",".join(s for s in stages if ran[s]) or "none")
-    points = [(0, {**summary, "ran": {stage: int(flag) for stage, flag in ran.items()}})]
+    client.set_tag(parent_id, "mlflow.note.content", description(summary, [s for s in stages if ran[s]]))
+    points = [(0, dict(summary))]
     if curves is not None and curves.exists():
         points += curve_points(curves, "train")
     log_to_run(parent_id, points)
+    parent = client.get_run(parent_id).info
+    if parent.status != "RUNNING":
+        # Opened and ended by a `dvc repro`'s first stage (no flow holds it open): it ends with its last stage.
+        client.set_terminated(parent_id, parent.status, end_time=int(time.time() * 1000))
     return parent_id
+
+
+def description(summary: Mapping[str, Any], ran: list[str]) -> str:
+    """The parent run's description (MLflow's note): each benchmark's accuracy, base -> trained, and what ran."""
+    scores = [f"{name} {100 * row['base']:.1f} -> {100 * row['trained']:.1f}" for name, row in summary.items()
+              if isinstance(row, Mapping) and {"base", "trained"} <= set(row)]  # fmt: skip
+    text = ("Accuracy (%), base -> trained: " + ", ".join(scores) + ". ") if scores else ""
+    if ran:
+        return text + f"Ran: {', '.join(ran)}; the other stages DVC reused."
+    return text + "Nothing ran: DVC found every stage up to date (or restored it from its run cache)."
 
 
 def stage_children(parent_id: str) -> dict[str, Any]:

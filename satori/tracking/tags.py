@@ -26,7 +26,7 @@ PIPELINE_TAG = "satori.pipeline"  # on parent runs
 VARIANT_TAG = "satori.variant"  # on parent runs of a variant: its --set overrides
 PRODUCED_BY_TAG = "satori.produced_by"
 LAUNCHED_BY_TAG = "satori.launched_by"  # on parent runs: flow, flow variant, prefect deployment, dvc repro, dvc exp run
-LAUNCH_TAG = "satori.launch"  # on parent runs opened for a DVC command: host, pid and start of that dvc process
+LAUNCH_TAG = "satori.launch"  # on parent runs opened for a DVC command: "dvc pid P on HOST, started T[, experiment E]"
 RAN_TAG = "satori.ran"  # on parent runs: the stages that ran, comma-separated, or "none"
 # Stages that keep no MLflow run of their own: watch_mirrors runs on every repro (a plain `dvc repro` would add
 # a run each time), record_run writes to the pipeline run itself.

@@ -521,3 +521,41 @@ def test_a_worker_at_another_commit_than_the_run_refuses_to_run_its_stages(isola
     monkeypatch.delenv("SATORI_CODE_REVISION", raising=False)
     with pytest.raises(pipeline.StageError, match=r"this worker's checkout .* is at .*, the run at 0{40}: check out"):
         pipeline.satori_stages.fn(["train"], "parent", "0" * 40, isolated_env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--set", "train.max_steps=true", "--name", "x"], r"--set train\.max_steps=true: .*train\.max_steps"),
+        (["--profile", "papr"], r"unknown profile 'papr'; params.yaml defines \["),
+        (["--set", "train.max_steps=3"], r"--set needs --name"),
+        (["--set", "train.max_steps=3", "--name", "../escape"], r"run folder name '\.\./escape'"),
+        (["--set", "nosuch.key=1", "--name", "x"], r"--set 'nosuch\.key=1': profile 'tiny' has no section 'nosuch'"),
+        (["--set", "train.max_steps=[", "--name", "x"], r"--set 'train\.max_steps=\[': the value is not YAML"),
+    ],
+)
+def test_a_bad_run_request_stops_at_once_with_one_line_and_leaves_nothing(tmp_path, args, says):
+    """Before Prefect starts or a folder is made: one `satori: error:` line naming the flag, exit 2."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import copy_checkout
+
+    repo = copy_checkout(tmp_path / "checkout")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*") if ".git" not in p.parts)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("satori: error: ") and re.search(says, lines[0]), done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*") if ".git" not in p.parts) == before
+    assert not list((tmp_path / "prefect").rglob("*.db"))  # no Prefect server started, no database made
+    assert took < 30, took  # seconds on an idle machine (the README says so); generous for a loaded one

@@ -108,8 +108,13 @@ def test_push_without_a_token_says_how_to_get_one(tmp_path, monkeypatch):
 def test_the_folder_holds_the_exported_model_and_only_the_active_profile(tmp_path, monkeypatch):
     trained = tmp_path / "trained"
     trained.mkdir()
-    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
-        (trained / name).write_text("{}")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (trained / "config.json").write_text("{}")
+    save_file({"a": np.zeros((3, 4), np.float32)}, str(trained / "model-00001-of-00002.safetensors"))
+    save_file({"b": np.zeros(5, np.float32), "c": np.zeros((2, 2, 2), np.float32)},
+              str(trained / "model-00002-of-00002.safetensors"))  # fmt: skip
     (trained / "SOURCE.json").write_text(json.dumps({"base_model": {"repo_id": "b"}, "data": {"repo_id": "d"}}))
     out = tmp_path / "hub"
     out.mkdir()
@@ -124,6 +129,10 @@ def test_the_folder_holds_the_exported_model_and_only_the_active_profile(tmp_pat
 
     dumped = yaml.safe_load((out / "params.yaml").read_text())
     assert list(dumped) == ["profile", "tiny"] and dumped["profile"] == "tiny"
+    card = (out / "README.md").read_text()
+    limits = card.split("## Intended use and limitations", 1)[1]
+    assert "a tiny Qwen2.5-VL of 25 parameters" in limits  # 3*4 + 5 + 2*2*2, from both shards
+    assert "red, green, blue and yellow" in limits and "not a model to use" in limits
 
 
 def argmax_answer(model_dir, steps: int = 16) -> list[int]:
@@ -260,9 +269,46 @@ def test_official_benchmarks_are_named_by_their_hub_datasets_in_the_model_index(
     }  # fmt: skip
 
 
-def test_the_how_to_use_snippet_is_python_that_names_the_repo_or_this_folder():
+def test_the_how_to_use_snippet_is_python_that_names_the_repo_or_this_folder_and_imports_what_it_uses():
+    import ast
+
+    from satori.core.config import VisionParams
+
+    vision = VisionParams(min_pixels=3136, max_pixels=50176)
     for repo_id, folder in (("me/satori-3b", 'snapshot_download("me/satori-3b")'), (None, 'Path(".")')):
-        lines = publish.usage_snippet(repo_id)
+        lines = publish.usage_snippet(repo_id, vision)
         code = "\n".join(lines[lines.index("```python") + 1 : lines.index("```", lines.index("```python") + 1)])
-        compile(code, "snippet", "exec")
+        tree = ast.parse(code)
         assert folder in code and publish.SYSTEM_PROMPT_FILE in code
+        assert '"min_pixels": 3136, "max_pixels": 50176' in code  # the pixel limits it was trained at
+        assert [n.targets[0].id for n in tree.body[:3]] == ["IMAGE", "QUESTION", "OPTIONS"]  # set at its top
+        imported = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert imported <= used, f"imported, never used: {imported - used}"
+        assert ("snapshot_download" in imported) == (repo_id is not None)
+
+
+def test_the_snippet_s_question_is_laid_out_as_vlmevalkit_asks_it(tmp_path):
+    """mcq_question (in the card's snippet) against VLMEvalKit's own ImageMCQDataset.build_prompt, on the rows of
+    a synthetic benchmark and on one with a hint and five options."""
+    import pandas as pd
+
+    from satori.core.prompt import mcq_question
+    from satori.data import synthetic
+    from satori.evaluation.vlmeval_compat import import_vlmeval
+
+    import_vlmeval()  # its transformers shim first
+    from vlmeval.dataset.image_mcq import ImageMCQDataset
+
+    rows = synthetic.benchmark_rows(questions=6, seed=3, circular=False, category_column="category")
+    rows.append({**rows[0], "index": 99, "hint": "Look at the large shape.", "E": "purple"})
+    table = pd.read_csv(synthetic.write_benchmark_tsv(tmp_path / "B.tsv", rows), sep="\t")  # as VLMEvalKit reads it
+    dataset = ImageMCQDataset.__new__(ImageMCQDataset)  # its build_prompt reads the row only (images dumped aside)
+    dataset.meta_only, dataset.img_root, dataset.dataset_name = False, str(tmp_path), "SatoriTiny_MMStar"
+    for _, line in table.iterrows():
+        texts = [m["value"] for m in dataset.build_prompt(line) if m["type"] == "text"]
+        options = [line[letter] for letter in "ABCDE" if letter in line and not pd.isna(line[letter])]
+        hint = None if pd.isna(line.get("hint")) else line["hint"]
+        assert texts == [mcq_question(line["question"], options, hint)], line["index"]
+    assert "Hint: Look at the large shape.\n" in mcq_question("q", ["a"], "Look at the large shape.")
+

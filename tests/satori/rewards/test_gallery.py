@@ -41,3 +41,15 @@ def test_a_grid_holds_every_tile():
     sheet = grid(tiles, columns=4)
     assert sheet.size == (40, 40)
     assert sheet.getpixel((15, 25)) == (5, 5, 5)  # the sixth tile, second row, second column
+
+
+def test_a_box_past_the_image_is_clipped_to_the_picture_never_drawn_over_the_text():
+    # A 448x224 image shown 256 wide (TILE), 128 high, centred: rows 64..191 of the tile. A box far past its edges.
+    image = Image.new("RGB", (448, 224), (255, 255, 255))
+    completion = "<caption>c</caption> <bbox>[[-900,-900,5000,5000]]</bbox> <answer>A</answer>"
+    tile = draw(Sample(image, completion, [], 3136, 200704))
+    top, bottom = (TILE - 128) // 2, (TILE - 128) // 2 + 127
+    assert tile.getpixel((0, top)) == PREDICTED_COLOR and tile.getpixel((TILE - 1, bottom)) == PREDICTED_COLOR
+    assert tile.getpixel((TILE // 2, top - 1)) == (255, 255, 255)  # above the picture: the tile's white
+    text_area = tile.crop((0, TILE, TILE, tile.height))
+    assert PREDICTED_COLOR not in {color for _, color in text_area.getcolors(1 << 16)}

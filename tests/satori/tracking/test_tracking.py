@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 
@@ -138,11 +139,15 @@ def test_the_last_stage_records_what_ran_what_dvc_reused_and_the_summary(isolate
     assert cached["satori.cached"] == "true" and cached["satori.produced_by"] == first["fetch_dataset"].info.run_id
     tags = [client.get_run(p).data.tags for p in parents]
     assert [t["satori.ran"] for t in tags] == ["fetch_dataset,train", "train", "none"]
-    assert tags[2]["mlflow.note.content"].startswith("Nothing ran")
+    assert tags[2]["mlflow.note.content"] == (
+        "Accuracy (%), base -> trained: B 50.0 -> 75.0. Nothing ran: DVC found every stage up to date (or restored "
+        "it from its run cache)."
+    )
+    assert tags[1]["mlflow.note.content"].endswith("Ran: train; the other stages DVC reused.")
     assert tags[0]["satori.launched_by"] == "flow" and tags[0]["mlflow.source.git.commit"] == "a" * 40
     metrics = client.get_run(parents[1]).data.metrics
     assert metrics["B.trained"] == 0.75 and metrics["train.final_reward"] == 2.5
-    assert (metrics["ran.fetch_dataset"], metrics["ran.train"]) == (0.0, 1.0)
+    assert not [key for key in metrics if key.startswith("ran")]  # what ran is the satori.ran tag
     history = client.get_metric_history(parents[1], "train/reward")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.75)]
     assert [m.step for m in client.get_metric_history(parents[1], "train/external_format")] == [2]
@@ -181,6 +186,11 @@ def test_a_dvc_repro_gets_one_parent_run_with_the_profile_s_params(isolated_env,
     assert {r.data.tags["satori.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id} == {"one", "two"}
     assert first.data.tags["satori.launched_by"] == "dvc repro" and first.data.tags["satori.ran"] == "one,two"
     assert noop.data.tags["satori.ran"] == "none" and noop.data.metrics["m"] == 1.0
+    # A parent a `dvc repro` opened lasts until its last stage, and says which dvc process it belongs to.
+    stage_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
+    assert client.get_run(first.info.run_id).info.end_time >= max(r.info.end_time for r in stage_runs)
+    assert re.fullmatch(r"dvc pid \d+ on \S+, started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.\d\d",
+                        first.data.tags["satori.launch"])  # fmt: skip
     # The whole profile, one param per leaf, dotted; a value JSON-encoded unless a string, 500 characters at most.
     def dotted(tree, prefix=""):
         for key, value in tree.items():
