@@ -36,12 +36,12 @@ learn: $(STAMP)
 	$(PY) -m satori.reports.learning . .runs/control
 
 # Two processes (pytest-xdist): the slow tests' pipeline runs go side by side; the tests sharing a run stay in one
-# process (tests/conftest.py groups them).
+# process (tests/conftest.py pytest_xdist_make_scheduler groups them).
 test: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2 --dist loadgroup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2
 
 test-fast: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -n 2 -m "not slow"
 
 # The wheels the GPU check needs beyond the GPU machine's packages (benchmarks/gpu_bundle.txt), for CPython 3.12
 # manylinux x86_64, in .whl/; prints their total with the tracked tree's. See the README's GPU section.

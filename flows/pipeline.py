@@ -133,7 +133,7 @@ def satori_pipeline(
                 push_run_cache(folder)
                 ran.update(run_on_pool(gpu_deployment, segment, profile=profile, overrides=overrides, name=name,
                                        parent_run_id=run_id, revision=revision,
-                                       tracking_uri=tracking.tracking_uri()))  # fmt: skip
+                                       tracking_uri=tracking.without_credentials(tracking.tracking_uri())))  # fmt: skip
             if gpu_deployment:
                 here = stage_task(stage, network)(stage, str(folder), split=True, restore_only=pool != CPU_POOL)
                 ran.setdefault(stage, here)

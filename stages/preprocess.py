@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         tracking.say(
             f"{report['kept']} of {report['rows_in']} rows kept, rejected by reason: {report['rejected_by_reason']}"
         )
+        for line in report["skipped_files"]:
+            tracking.say(f"not read: {line}")
         write_json(args.metrics, report)
         tracking.log_metrics(report)
         tracking.log_artifact(args.out / "rejected.jsonl")

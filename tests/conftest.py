@@ -241,11 +241,21 @@ def _env(work: Path, tracking_uri: str) -> dict[str, str]:
     return env
 
 
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs the suite in two processes (pytest-xdist, --dist loadgroup). A pipeline run is made once
-    per process that asks for it, so the tests that share one stay together: those on the session's default
-    run (pipeline_run), and each module's tests (its module-scoped fixtures: the rehearsal, the simulated
-    machines)."""
-    for item in items:
-        group = "pipeline_run" if "pipeline_run" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+# `make test` runs the suite in two processes (pytest-xdist). A pipeline run is made once per process that asks
+# for it, so the tests that share one go to one process: the modules on the session's default run
+# (pipeline_run; tests/lineage holds this list equal to the modules that ask for it), and each other module
+# whole (its module-scoped fixtures: the rehearsal, the simulated machines). pytest-xdist's own
+# `--dist loadgroup` cannot do it under pytest 9 (it renames node ids through `_nodeid`, which pytest 9 no
+# longer reads), so the grouping is a scheduler of its own.
+PIPELINE_RUN_MODULES = ("tests/test_end_to_end.py", "tests/test_learning.py", "tests/test_multi_machine.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PipelineRunScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "pipeline_run" if module in PIPELINE_RUN_MODULES else module
+
+    return PipelineRunScopes(config, log)

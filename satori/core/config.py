@@ -8,6 +8,7 @@ profile (`load_profile().train`), and dvc.yaml lists only that section
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,6 +172,9 @@ JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse", "WeMath", "OlympiadBe
 SYNTHETIC_KINDS = ("synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa")
 
 
+BENCHMARK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 class JudgeRequired(ValueError):
     """An official benchmark VLMEvalKit scores only with an LLM judge, or one with no known offline rule."""
 
@@ -208,6 +212,9 @@ class BenchmarkSpec(Section):
 
     @model_validator(mode="after")
     def _scorable(self) -> BenchmarkSpec:
+        # The name becomes file names (its TSV, its gallery, VLMEvalKit's results): a plain name, no path.
+        if not BENCHMARK_NAME.fullmatch(self.name) or ".." in self.name:
+            raise ValueError(f"name {self.name!r}: letters, digits, '_', '-' and '.' only (it names files)")
         check_scorable(self.name, self.kind)  # a benchmark only an LLM judge can score fails here, named
         return self
 
@@ -239,6 +246,7 @@ class PreprocessParams(Section):
     # Caps on one row (each breach is a reason code of its own): pixels of a decoded image, boxes in a
     # row (the box reward reads at most 100), bytes of the row's JSON without embedded image bytes.
     max_image_pixels: int = Field(default=25_000_000, gt=0)
+    max_image_bytes: int = Field(default=64 << 20, ge=1024)  # of an image file, checked before it is read
     max_boxes: int = Field(default=100, ge=1)
     max_row_bytes: int = Field(default=1_000_000, ge=1024)
     # A JSON table is read whole (JSONL and Parquet are streamed): larger ones are refused, naming this key.
@@ -246,6 +254,31 @@ class PreprocessParams(Section):
 
 
 Scalar = str | int | float | bool
+
+
+# ms-swift options params may never set through train.extra_args: what the stage sets itself (its inputs, outputs
+# and logging), and what loads code, reads other data, writes elsewhere or reaches the Hub.
+EXTRA_ARGS_FORBIDDEN = ("model", "model_type", "template", "system", "output_dir", "logging_dir", "add_version",
+                        "resume_from_checkpoint", "report_to", "trust_remote_code", "check_model", "use_hf")  # fmt: skip
+EXTRA_ARGS_FORBIDDEN_PREFIXES = ("dataset", "val_dataset", "custom_", "external_", "hub_", "push_to_hub", "output_",
+                                 "resume_", "load_", "vllm_server", "mlflow", "swanlab", "wandb")  # fmt: skip
+DEEPSPEED_PRESETS = re.compile(r"zero[0-3](_offload)?")  # ms-swift's own configs; a path would load any JSON
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def check_extra_arg(key: str, value: Any) -> None:
+    """ValueError, naming the key, unless `--key value` can only add an ms-swift option the stage does not set: no
+    forbidden option, and no value argparse could read as another flag (a string starting with '-')."""
+    if key in EXTRA_ARGS_FORBIDDEN or key.startswith(EXTRA_ARGS_FORBIDDEN_PREFIXES) or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+        raise ValueError(
+            f"extra_args.{key}: not settable from params (the train stage sets it, or it loads code, reads other "
+            f"data, writes elsewhere or reaches the Hub)"
+        )
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and (item.startswith("-") and not NUMBER.fullmatch(item) or "\n" in item or "\0" in item):
+            raise ValueError(f"extra_args.{key}: value {item!r} would reach ms-swift as another flag")
+    if key == "deepspeed" and not (isinstance(value, str) and DEEPSPEED_PRESETS.fullmatch(value)):
+        raise ValueError(f"extra_args.deepspeed: {value!r}: one of ms-swift's presets, zero0 .. zero3(_offload)")
 
 
 class TrainParams(Section):
@@ -321,10 +354,8 @@ class TrainParams(Section):
                 f"num_generations ({self.num_generations}) must divide the evaluation batch, per_device_eval_batch_size"
                 f" x {ranks_keys} = {self.per_device_eval_batch_size} x {ranks_counts} = {per_eval}"
             )
-        reserved = {"output_dir", "resume_from_checkpoint", "report_to", "model", "dataset", "val_dataset"}
-        clash = sorted(reserved & set(self.extra_args))
-        if clash:
-            raise ValueError(f"extra_args must not set {clash}: the train stage sets them")
+        for key, value in self.extra_args.items():
+            check_extra_arg(key, value)
         return self
 
     @property
@@ -366,6 +397,15 @@ class PublishParams(Section):
     def _push_needs_repo(self) -> PublishParams:
         if self.push and not self.repo_id:
             raise ValueError("push: true needs repo_id")
+        if self.repo_id is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:  # the Hub's own rule, at load: not at the final push, and never code in the card's snippet
+                validate_repo_id(self.repo_id)
+            except HFValidationError as err:
+                raise ValueError(f"repo_id {self.repo_id!r}: {' '.join(str(err).split())}") from None
+            if "/" not in self.repo_id:
+                raise ValueError(f"repo_id {self.repo_id!r}: expected namespace/name, e.g. me/satori-3b")
         return self
 
 
@@ -413,9 +453,38 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Bounds on params.yaml, checked before it is loaded: DVC expands every alias of the file before any stage runs
+# (an alias bomb holds `dvc repro` for minutes and gigabytes), so the flow refuses one first.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_PARAMS_NODES = 100_000  # values once every alias is expanded (the project's own file: a few hundred)
+
+
+def expanded_nodes(node: yaml.Node, memo: dict[int, int] | None = None) -> int:
+    """How many nodes a composed YAML document has once every alias is expanded, counted without expanding (an
+    alias is the very node object it names: each distinct node is counted once, then multiplied)."""
+    memo = {} if memo is None else memo
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a node that contains itself (recursive alias) counts once
+        children = node.value if isinstance(node, yaml.SequenceNode) else [
+            item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else []  # fmt: skip
+        memo[id(node)] = 1 + sum(expanded_nodes(child, memo) for child in children)
+    return memo[id(node)]
+
+
 def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        size = Path(path).stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ParamsError(f"{path}: {size} bytes, over the {MAX_PARAMS_BYTES} a params file may hold")
+        text = path.read_text(encoding="utf-8")
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+        nodes = expanded_nodes(document) if document is not None else 0
+        if nodes > MAX_PARAMS_NODES:
+            raise ParamsError(
+                f"{path}: {nodes:,} values once its YAML aliases (*name) are expanded, over {MAX_PARAMS_NODES:,}: "
+                f"refused before anything expands them (DVC would, on every command)"
+            )
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} does not exist") from None
     except yaml.YAMLError as err:

@@ -40,7 +40,9 @@ def is_infrastructure(module: str) -> bool:
 # Modules another program loads by path (ms-swift's --external_plugins), not imported by the module that names
 # them: still its code. tests/lineage holds the paths swift_cli passes equal to these modules' files.
 LOADED_BY_PATH: dict[str, tuple[str, ...]] = {
-    "satori.training.swift_cli": ("satori.rewards.plugin", "satori.training.swift_template"),
+    "satori.training.swift_cli": (
+        "satori.training.swift_no_remote_code", "satori.rewards.plugin", "satori.training.swift_template"
+    ),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from satori.core.config import FieldMap, PreprocessParams, VisionParams
 from satori.core.files import atomic_dir
-from satori.data.raw_tables import Unparsed, read_raw_rows
+from satori.data.raw_tables import Unparsed, find_tables, read_raw_rows, skipped_files
 from satori.data.row_checks import (
     NOT_ABOUT_THE_ROW,
     PreprocessError,
@@ -28,6 +28,12 @@ from satori.data.row_checks import (
     json_safe_text,
     row_size,
 )
+
+
+# An unexpected exception is one row's `row_error` (the data raised it) unless the same one hits more rows than
+# this: then it is a bug (a stale caller, a broken check) and the stage stops with it and its traceback.
+ROW_ERROR_ROWS = 5
+ROW_ERROR_SHARE = 0.02
 
 
 def is_validation(row_key: str, seed: int, fraction: float) -> bool:
@@ -80,6 +86,8 @@ def preprocess(
     """
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    row_errors: Counter[tuple[str, str]] = Counter()  # (exception type, message) -> rows it hit
+    first_error: dict[tuple[str, str], BaseException] = {}
     columns_seen: set[str] = set()
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
@@ -92,6 +100,7 @@ def preprocess(
             embedded_dir=tmp / "images",
             embedded_dir_final=out_dir / "images",
             max_image_pixels=params.max_image_pixels,
+            max_image_bytes=params.max_image_bytes,
             max_boxes=params.max_boxes,
             special_tokens=special_tokens(model_dir),
         )
@@ -100,7 +109,10 @@ def preprocess(
             (tmp / "val.jsonl").open("w", encoding="utf-8") as val_f,
             (tmp / "rejected.jsonl").open("w", encoding="utf-8") as rejected_f,
         ):
-            for table, number, raw in read_raw_rows(raw_dir, params.tables, params.max_row_bytes, params.max_json_bytes):
+            # Parquet reads only the columns a row is made of: the field map's and the row's id.
+            mapped = [column for column in params.fields.model_dump().values() if column] + ["id"]
+            rows = read_raw_rows(raw_dir, params.tables, params.max_row_bytes, params.max_json_bytes, mapped)
+            for table, number, raw in rows:
                 counts["rows_in"] += 1
                 if counts["rows_in"] % 1000 == 0:
                     progress(counts["rows_in"])
@@ -108,6 +120,10 @@ def preprocess(
                     row, clipped = _check_row(checker, raw, params.max_row_bytes, columns_seen)
                 except Rejected as rej:
                     reasons[rej.reason] += 1
+                    if getattr(rej, "error", None) is not None:
+                        signature = (type(rej.error).__name__, str(rej.error)[:200])
+                        row_errors[signature] += 1
+                        first_error.setdefault(signature, rej.error)
                     record = {"file": table, "line": number, "reason": rej.reason, "detail": json_safe_text(rej.detail)}
                     rejected_f.write(json.dumps({**record, "row": json_safe(raw)}, default=str) + "\n")
                     continue
@@ -121,6 +137,12 @@ def preprocess(
                 to_val = is_validation(row_key, params.seed, params.val_fraction)
                 (val_f if to_val else train_f).write(json.dumps(row) + "\n")
                 counts["val" if to_val else "train"] += 1
+        for (kind, message), hit in row_errors.most_common(1):
+            if hit > max(ROW_ERROR_ROWS, ROW_ERROR_SHARE * counts["rows_in"]):
+                raise RuntimeError(
+                    f"{hit} of {counts['rows_in']} rows raised the same {kind}: {message}. One error in that many "
+                    f"rows is an error in the pipeline's code, not in the data: nothing was written"
+                ) from first_error[(kind, message)]
         kept = counts["train"] + counts["val"]
         rejected = sum(reasons.values())
         if kept + rejected != counts["rows_in"]:
@@ -146,6 +168,8 @@ def preprocess(
         "clipped": counts["clipped"],
         "rejected": rejected,
         "rejected_by_reason": dict(sorted(reasons.items())),
+        # Files under the dataset folder no pattern of preprocess.tables matched: each said, with its size.
+        "skipped_files": skipped_files(raw_dir, find_tables(raw_dir, params.tables)),
     }
 
 
@@ -172,7 +196,9 @@ def _check_row(checker: RowChecker, raw: Any, max_row_bytes: int, columns_seen: 
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # one row must never stop the stage; the exception is kept for the report
-        raise Rejected("row_error", f"{type(err).__name__}: {str(err)[:200]}") from None
+        rejected = Rejected("row_error", f"{type(err).__name__}: {str(err)[:200]}")
+        rejected.error = err  # the same error in many rows is the code's, not the data's (preprocess stops)
+        raise rejected from None
 
 
 def _check_field_mapping(fields: FieldMap, columns_seen: set[str], rows_in: int, reasons: Counter) -> None:

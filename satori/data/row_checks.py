@@ -9,6 +9,7 @@ import io
 import json
 import math
 import reprlib
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ REASONS = (
     "empty_caption",  # no caption text (or not a string)
     "image_missing",  # no image value, or the file does not exist
     "image_outside_dataset",  # an image path that leaves the dataset folder
+    "image_path_unread",  # a path ms-swift would read otherwise (surrounding space, base64 length, a URL)
+    "image_not_a_file",  # a FIFO, device, socket or folder: not read
+    "image_file_too_large",  # more bytes than preprocess.max_image_bytes: not read
     "image_undecodable",  # not an image PIL can decode
     "image_truncated",  # a valid header, but the pixel data ends early
     "image_too_large",  # more pixels than preprocess.max_image_pixels (decompression bombs included)
@@ -85,6 +89,7 @@ class RowChecker:
     embedded_dir: Path  # where images embedded as bytes are written
     embedded_dir_final: Path  # where they will be once the output is renamed into place (relative)
     max_image_pixels: int = 25_000_000
+    max_image_bytes: int = 64 << 20
     max_boxes: int = 100
     special_tokens: tuple[str, ...] = ()  # the model tokenizer's: no text field may hold one
 
@@ -163,6 +168,9 @@ class RowChecker:
             return (self.embedded_dir_final / name).as_posix(), width, height
         if not isinstance(value, str) or not value or "\0" in value:
             raise Rejected("image_missing", short_repr(value))
+        unread = swift_reads_otherwise(value)
+        if unread:
+            raise Rejected("image_path_unread", f"{short_repr(value)}: {unread}")
         try:
             path = (self.root / value).resolve()
         except (OSError, ValueError) as err:
@@ -170,6 +178,12 @@ class RowChecker:
         if not path.is_relative_to(self.root):
             raise Rejected("image_outside_dataset", value[:200])
         try:
+            # Bounded: a regular file of at most max_image_bytes, checked before a byte is read.
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise Rejected("image_not_a_file", value[:200])
+            if info.st_size > self.max_image_bytes:
+                raise Rejected("image_file_too_large", f"{value[:200]}: {info.st_size} bytes > preprocess.max_image_bytes {self.max_image_bytes}")
             data = path.read_bytes()
         except OSError as err:
             if err.errno in NOT_ABOUT_THE_ROW:
@@ -251,6 +265,23 @@ def short_repr(value: Any, limit: int = 80) -> str:
 
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 6, 6, 60, 60, 40
+
+
+# How ms-swift 4.x reads a string image value (swift.template.vision_utils.load_file): surrounding whitespace
+# stripped, anything starting with "http" fetched, over 2,000 characters read as base64, `data:` as base64.
+SWIFT_BASE64_CHARS = 2000
+
+
+def swift_reads_otherwise(value: str) -> str | None:
+    """Why ms-swift would not read `value` as the local file of that name (None: it would), so that
+    preprocessing keeps a row only when the file it checked is the one training reads."""
+    if value != value.strip():
+        return "surrounding whitespace (ms-swift strips it: another file)"
+    if len(value) > SWIFT_BASE64_CHARS:
+        return f"{len(value)} characters (ms-swift reads a value this long as base64, not as a path)"
+    if value.startswith(("http", "data:")):
+        return "a URL (ms-swift would fetch it; images must lie in the dataset folder)"
+    return None
 
 
 def decode_image(data: bytes, max_pixels: int) -> tuple[int, int, str | None]:

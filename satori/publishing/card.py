@@ -14,11 +14,13 @@ import math
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
 from satori.core.config import PARAMS_FILE, Profile, PublishParams, read_params
 from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
+from satori.core.reward_registry import REWARD_LABELS
 from satori.evaluation.scoring import benchmark_rules, scoring_rules
 from satori.core.files import SOURCE_FILE
 from satori.core.lineage import code_revision
@@ -42,7 +44,16 @@ def scoring_lines(params, benchmarks) -> list[str]:
     benchmark's answers were matched (satori.evaluation.scoring.benchmark_rules)."""
     names = {"base": "Base", "trained": "Trained", "base_no_instruction": "Base, no SATORI instruction"}
     lines = [f"- {names[label]}: {rule}." for label, rule in scoring_rules(params).items()]
-    return lines + [f"- {name}: {rule}." for name, rule in benchmark_rules(benchmarks).items()]
+    return lines + [f"- {markdown_text(name)}: {rule}." for name, rule in benchmark_rules(benchmarks).items()]
+
+
+def markdown_text(value: object) -> str:
+    """Text from data or params as inert card text: HTML escaped, the marks that make tables, links, images,
+    emphasis, headings and code backslashed, one line (an intraword `_` stays: it marks nothing)."""
+    import html
+
+    text = html.escape(" ".join(str(value).split()), quote=True)
+    return "".join("\\" + ch if ch in "\\`*[]()#|~!" else ch for ch in text)
 
 
 def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) -> str:
@@ -55,7 +66,7 @@ def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) ->
     header += " Paper: base | Paper: SATORI | Trained − paper |" if with_paper else ""
     lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "") + ("---:|" * 3 if with_paper else "")]
     for name, row in metrics.items():
-        line = f"| {name} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
+        line = f"| {markdown_text(name)} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
         line += f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""
         if with_paper:
             published = paper.get(name)
@@ -74,7 +85,7 @@ def category_table(metrics: dict[str, dict]) -> str:
     for name, row in metrics.items():
         for category, acc in row.get("categories", {}).items():
             base, trained, delta = (100 * acc[k] for k in ("base", "trained", "delta"))
-            lines.append(f"| {name} | {category} | {base:.1f} | {trained:.1f} | {delta:+.1f} |")
+            lines.append(f"| {markdown_text(name)} | {markdown_text(category)} | {base:.1f} | {trained:.1f} | {delta:+.1f} |")
     return "\n".join(lines)
 
 
@@ -121,7 +132,7 @@ def model_card(
         f"- Base model: `{base_id}` (revision `{base_source.get('commit') or base_source.get('revision')}`)",
         f"- Data: `{data_source.get('repo_id')}` "
         f"(revision `{data_source.get('commit') or data_source.get('revision')}`)",
-        f"- Rewards: {', '.join(f'`{r}`' for r in train.reward_funcs)} (mode `{train.reward_mode}`)",
+        f"- Rewards: {', '.join(f'{REWARD_LABELS[r]} (`{r}`)' for r in train.reward_funcs)} (mode `{train.reward_mode}`)",
         f"- GRPO: {train.num_generations} generations, temperature {train.temperature}, "
         f"learning rate {train.learning_rate}, {train.nproc_per_node} process(es), "
         f"pixels {profile.vision.min_pixels}..{profile.vision.max_pixels}",
@@ -137,7 +148,7 @@ def model_card(
     if gallery:
         lines += ["## Where the model looks", ""]
         lines += ["The first 16 answers per benchmark: predicted boxes in red, caption and answer below each image.", ""]
-        lines += [f"![{Path(p).stem}]({p})" for p in gallery] + [""]
+        lines += [f"![{markdown_text(Path(p).stem)}]({quote(p)})" for p in gallery] + [""]
     return "\n".join(lines)
 
 
@@ -222,7 +233,7 @@ def usage_snippet(repo_id: str | None, vision) -> list[str]:
     question and its options are the three variables at its top."""
     import inspect
 
-    where = f'Path(snapshot_download("{repo_id}"))' if repo_id else 'Path(".")  # the folder this card is in'
+    where = f"Path(snapshot_download({repo_id!r}))" if repo_id else 'Path(".")  # the folder this card is in'
     hub_import = "from huggingface_hub import snapshot_download\n" if repo_id else ""
     code = f"""IMAGE = "your_image.png"
 QUESTION = "What color is the shape?"

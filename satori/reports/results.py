@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from satori.core.reward_registry import REWARD_LABELS
 from satori.reports.learning import quarter_summary, read_reward_table
 
 README = Path("README.md")
@@ -27,14 +28,6 @@ README = Path("README.md")
 SWEEP_TABLE = Path("benchmarks/learning_sweep.md")  # benchmarks/learning_sweep.py --seeds ... --write
 PINNING_COST_TABLE = Path("benchmarks/cpu_numerics.md")  # benchmarks/cpu_numerics.py --write
 BENCHMARK_TABLES = {"learning-sweep": SWEEP_TABLE, "pinning-cost": PINNING_COST_TABLE}
-# How the README names the reward table's columns, in its order.
-REWARD_ROWS = {
-    "reward": "total",
-    "external_format": "format",
-    "external_bbox_acc": "boxes",
-    "extern_vqa_acc": "answers (VQA)",
-    "external_caption_acc": "caption",
-}
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated: (?P=name) -->)", re.DOTALL)
 
 
@@ -58,13 +51,13 @@ def quarters_table(rewards_csv: Path) -> str:
     """First against last quarter of the steps per reward (mean ± standard deviation), as a markdown table."""
     summary = quarter_summary(read_reward_table(rewards_csv))
     lines = ["| reward | first quarter | last quarter | change |", "|---|---|---|---|"]
-    for column, name in REWARD_ROWS.items():
+    for column in ("reward", *REWARD_LABELS.values()):
         if column not in summary:
             continue
         row = summary[column]
-        cells = [name, f"{row['first']:.3f} ± {row['first_std']:.3f}", f"{row['last']:.3f} ± {row['last_std']:.3f}",
+        cells = ["total" if column == "reward" else column, f"{row['first']:.3f} ± {row['first_std']:.3f}", f"{row['last']:.3f} ± {row['last_std']:.3f}",
                  f"{row['last'] - row['first']:+.3f}"]  # fmt: skip
-        if column == "extern_vqa_acc":  # what the task is about
+        if column == REWARD_LABELS["extern_vqa_acc"]:  # what the task is about
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -22,11 +22,12 @@ from satori.tracking.records import (
     say,
 )
 from satori.tracking.runs import pipeline_run, stage_run
-from satori.tracking.store import store_root, tracking_uri
+from satori.tracking.store import store_root, tracking_uri, without_credentials
 from satori.tracking.tags import NO_RUN_STAGES, PARENT_RUN_ENV, VARIANT_TAG, flatten
 
 __all__ = [
     "NO_RUN_STAGES", "PARENT_RUN_ENV", "VARIANT_TAG", "curve_points", "flatten", "log_artifact", "log_datasets",
     "log_image", "log_metrics", "log_to_run", "logged_steps", "metric_values", "pipeline_run", "record_pipeline_run",
     "register_model", "run_link", "say", "stage_children", "stage_run", "store_root", "tracking_uri",
+    "without_credentials",
 ]  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from satori.tracking.store import tracking_uri
+from satori.tracking.store import tracking_uri, without_credentials
 from satori.tracking.tags import leaves
 
 
@@ -34,9 +34,10 @@ def run_link(run_id: str) -> str:
 
     uri = tracking_uri()
     run = mlflow.MlflowClient(uri).get_run(run_id)
+    shown = without_credentials(uri)
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    return f"run `{run.info.run_name}` ({run_id}); open with `mlflow ui --backend-store-uri {uri}`"
+        return f"{shown.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"run `{run.info.run_name}` ({run_id}); open with `mlflow ui --backend-store-uri {shown}`"
 
 
 def say(message: str) -> None:

@@ -28,6 +28,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
+def without_credentials(uri: str) -> str:
+    """uri with no `user:password@` (a tracking server's credentials belong in MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD, never in a link, an artifact or a Prefect parameter)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def artifact_root(uri: str) -> Path:
     """Artifacts sit beside a SQLite store (mlartifacts/); MLflow's default is relative to the cwd."""
     if uri.startswith("sqlite:///"):

@@ -22,7 +22,7 @@ from satori.core.config import SPLIT_SIZE_KEYS, SPLITS, TrainParams, VisionParam
 from satori.core.errors import InputError
 from satori.core.lineage import stage_command
 from satori.training.reward_curves import reward_table
-from satori.core.reward_registry import REWARD_CLASSES
+from satori.core.reward_registry import REWARD_LABELS
 from satori.training.swift_cli import NODE_RANK_ENV, TrainConfigError, check_swift_arguments, swift_arguments, swift_environment
 from satori.training.swift_run import read_log_history, run_swift, step_metrics, step_of
 
@@ -116,7 +116,7 @@ def train(launch: Launch, run_id: str, *, data: Path, raw: Path) -> None:
                 tracking.log_metrics(step_metrics(record), step=step)
                 logged_steps.add(step)
                 true = reward_table([record], params.reward_funcs, inverted)[0]
-                shown = ", ".join(f"{REWARD_CLASSES[name]} {true[name]:.2f}" for name in params.reward_funcs)
+                shown = ", ".join(f"{REWARD_LABELS[name]} {true[REWARD_LABELS[name]]:.2f}" for name in params.reward_funcs)
                 note = " (true values; GRPO was given 1 - r)" if inverted else ""
                 tracking.say(f"step {record['global_step/max_steps']}: reward {true['reward']:.3f} ({shown}){note}")
 

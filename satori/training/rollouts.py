@@ -9,7 +9,7 @@ from pathlib import Path
 from satori import tracking
 from satori.core.config import SPLITS, VisionParams
 from satori.rewards.gallery import draw, grid, training_samples
-from satori.core.reward_registry import REWARD_CLASSES
+from satori.core.reward_registry import REWARD_CLASSES, REWARD_LABELS
 from satori.rewards.completion import first_block, parse_boxes, strict_format
 
 
@@ -83,9 +83,8 @@ def first_and_last_samples(
         truth = row["possible_answers"][0] if row else "?"
         rewards = []
         for name in reward_names:
-            cls = REWARD_CLASSES[name]
-            value = float(table[cls][i])
-            rewards.append(f"{cls} {1.0 - value if inverted else value:.2f}")
+            value = float(table[REWARD_CLASSES[name]][i])  # ms-swift's completions.jsonl names it by class
+            rewards.append(f"{REWARD_LABELS[name]} {1.0 - value if inverted else value:.2f}")
         # A code span, so that markdown shows the <caption>/<bbox>/<answer> tags instead of taking them for HTML.
         text = " ".join(str(table["completion"][i]).split())
         return f"truth `{truth}`: `` {text} `` ({', '.join(rewards)})".replace("|", "\\|")

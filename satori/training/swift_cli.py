@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from satori.core.config import TrainParams, VisionParams
+from satori.core.config import NUMBER, TrainParams, VisionParams
 from satori.core.errors import InputError
 
 
 REWARD_PLUGIN = Path(__file__).parent.parent / "rewards" / "plugin.py"
 TEMPLATE_PLUGIN = Path(__file__).with_name("swift_template.py")
+NO_REMOTE_CODE_PLUGIN = Path(__file__).with_name("swift_no_remote_code.py")
 QWEN_TEMPLATE = "qwen2_5_vl"
 QWEN_IMAGE_TOKEN_ID = 151655  # what ms-swift's qwen2_5_vl template hard-codes
 
@@ -51,7 +52,7 @@ def swift_arguments(
 ) -> list[str]:
     """The `swift rlhf` command line for these params (the published command's flags, ms-swift 4 names)."""
     template = template_for(model_dir)
-    plugins = [REWARD_PLUGIN] + ([TEMPLATE_PLUGIN] if template != QWEN_TEMPLATE else [])
+    plugins = [NO_REMOTE_CODE_PLUGIN, REWARD_PLUGIN] + ([TEMPLATE_PLUGIN] if template != QWEN_TEMPLATE else [])
     args: dict[str, Any] = {
         "rlhf_type": "grpo",
         "model": str(model_dir),
@@ -121,6 +122,12 @@ def swift_arguments(
         argv.append(f"--{key}")
         values = value if isinstance(value, list) else [value]
         argv += [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+    # What ms-swift's parser will take for flags must be exactly the options set above, each once: a value that
+    # reads as a flag (`--output_dir`, `--x=y`) would override the stage's own (argparse: the last one wins).
+    flags = [token for token in argv if token.startswith("-") and not NUMBER.fullmatch(token)]
+    if flags != [f"--{key}" for key in args]:
+        smuggled = sorted(set(flags) - {f"--{key}" for key in args} | {f for f in flags if flags.count(f) > 1})
+        raise TrainConfigError(f"train.extra_args: a value would reach ms-swift as the flag(s) {', '.join(smuggled)}")
     return argv
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from satori.core.reward_registry import REWARD_CLASSES, REWARD_LABELS
+
 # What ms-swift writes in its output folder: per-step records, and the rollouts (--log_completions).
 LOGGING_FILE = "logging.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
@@ -72,6 +74,16 @@ def step_of(record: dict[str, Any]) -> int:
 
 
 def step_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The numbers of one logging.jsonl record that are about the model, not the clock."""
+    """The numbers of one logging.jsonl record that are about the model, not the clock; a reward's keys by the
+    name a user reads (`rewards/<ClassName>/mean`, as ms-swift logs it, becomes `rewards/<label>/mean`)."""
     skip = ("global_step/max_steps", "elapsed_time", "remaining_time", "memory(GiB)", "train_speed(iter/s)")
-    return {k: float(v) for k, v in record.items() if k not in skip and isinstance(v, (int, float))}
+    labels = {REWARD_CLASSES[name]: label for name, label in REWARD_LABELS.items()}
+    metrics = {}
+    for key, value in record.items():
+        if key in skip or not isinstance(value, (int, float)):
+            continue
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "rewards" and parts[1] in labels:
+            key = f"rewards/{labels[parts[1]]}/{parts[2]}"
+        metrics[key] = float(value)
+    return metrics

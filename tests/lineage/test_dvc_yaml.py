@@ -10,7 +10,7 @@ import yaml
 from flows.dvc_graph import pipeline_stages
 from satori.core.config import REPO_ROOT
 from satori.core.lineage import NAMES_CODE_REVISION, code_closure, command_paths, imported_modules, pipeline_code
-from satori.core.reward_registry import REWARD_NAMES
+from satori.core.reward_registry import REWARD_LABELS
 from satori.stage import WHOLE_PROFILE
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
@@ -77,7 +77,7 @@ def test_params_are_exactly_what_the_stage_declares_it_reads(stage):
 
 def test_the_reward_plot_draws_every_registered_reward():
     (plot,) = [p for p in DVC_YAML["plots"] if isinstance(p, dict) and "reports/train_rewards.csv" in p]
-    assert plot["reports/train_rewards.csv"]["y"] == ["reward", *REWARD_NAMES]
+    assert plot["reports/train_rewards.csv"]["y"] == ["reward", *REWARD_LABELS.values()]
 
 
 def test_stages_name_no_path_of_their_own():
@@ -206,7 +206,10 @@ def test_the_plugins_ms_swift_loads_by_path_count_as_train_s_code():
     from satori.core.lineage import LOADED_BY_PATH, module_file
     from satori.training import swift_cli
 
-    assert LOADED_BY_PATH["satori.training.swift_cli"] == ("satori.rewards.plugin", "satori.training.swift_template")
+    assert LOADED_BY_PATH["satori.training.swift_cli"] == (
+        "satori.training.swift_no_remote_code", "satori.rewards.plugin", "satori.training.swift_template"
+    )
+    assert swift_cli.NO_REMOTE_CODE_PLUGIN.resolve() == module_file(REPO_ROOT, "satori.training.swift_no_remote_code").resolve()
     assert swift_cli.REWARD_PLUGIN.resolve() == module_file(REPO_ROOT, "satori.rewards.plugin").resolve()
     assert swift_cli.TEMPLATE_PLUGIN.resolve() == module_file(REPO_ROOT, "satori.training.swift_template").resolve()
     assert {"satori/rewards/plugin.py", "satori/training/swift_template.py"} <= code_closure(REPO_ROOT, "stages.train")

@@ -63,3 +63,18 @@ def test_no_module_of_the_project_is_in_an_import_circle():
         if module not in state:
             visit(module, [])
     assert len(graph) > 40 and circles == []
+
+
+def test_the_test_modules_on_the_shared_pipeline_run_go_to_one_process():
+    """tests/conftest.py's scheduler sends PIPELINE_RUN_MODULES to one xdist process: they must be exactly the
+    modules whose tests or fixtures take the session's pipeline_run, or the run is made twice (or a test waits)."""
+    import ast
+
+    from tests.conftest import PIPELINE_RUN_MODULES
+
+    users = set()
+    for path in (REPO_ROOT / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "pipeline_run" in {a.arg for a in node.args.args}:
+                users.add(path.relative_to(REPO_ROOT).as_posix())
+    assert sorted(users) == sorted(PIPELINE_RUN_MODULES)

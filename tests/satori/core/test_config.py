@@ -136,7 +136,7 @@ def tiny_train(**changes):
         ({"max_steps": -2}, "tiny.train.max_steps: Input should be greater than or equal to -1"),
         ({"max_steps": True}, "tiny.train.max_steps: Input should be a valid integer"),
         ({"learning_rate": "2e-4"}, "tiny.train.learning_rate: Input should be a valid number"),
-        ({"extra_args": {"output_dir": "/elsewhere"}}, "extra_args must not set ['output_dir']"),
+        ({"extra_args": {"output_dir": "/elsewhere"}}, "extra_args.output_dir: not settable from params"),
         ({"max_shard_size": "lots"}, "tiny.train.max_shard_size: String should match pattern"),
         ({"learning_rate": float("inf")}, "tiny.train.learning_rate: Input should be a finite number"),
         ({"temperature": float("nan")}, "tiny.train.temperature: Input should be a finite number"),
@@ -188,3 +188,31 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
     path.write_text(PARAMS_FILE.read_text().replace("profile: tiny", "profle: paper\nprofile: tiny", 1))
     with pytest.raises(ParamsError, match=r"unknown top-level key\(s\) \['profle'\]"):
         load_profile(path)
+
+
+@pytest.mark.parametrize("name", ["../../../x", "/etc/passwd", "a/b", "..", "x\ny", ""])
+def test_a_benchmark_name_that_would_be_a_path_fails_at_load(tmp_path, name):
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["benchmarks"]["items"][0].update(name=name))
+    with pytest.raises(ParamsError, match=r"tiny\.benchmarks\.items\.0: .*(name|String should have)"):
+        load_profile(path)
+
+
+def test_an_alias_bomb_or_an_oversized_params_file_is_refused_before_it_expands(tmp_path):
+    import time
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]  # 9^9 leaves
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text("profile: tiny\nbomb:\n" + "\n".join("  " + line for line in levels) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ParamsError, match=r"params\.yaml: [\d,]+ values once its YAML aliases \(\*name\) are expanded, over 100,000"):
+        read_params(bomb)
+    assert time.monotonic() - started < 5
+    big = tmp_path / "big.yaml"
+    big.write_text("profile: tiny\n# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ParamsError, match=r"over the 1048576 a params file may hold"):
+        read_params(big)
+    from satori.core.config import expanded_nodes
+
+    read_params(REPO_ROOT / "params.yaml")  # the project's own anchors are well within the bound
+    assert expanded_nodes(yaml.compose("a: &x [1, 2]\nb: *x\nc: [*x, *x]\n")) == 1 + 3 + 3 + 3 + (1 + 3 + 3)  # map, its 3 keys, a, b (a again), c (a list of two a)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def make_dataset(root: Path, rows: list) -> Path:
     whole = png_bytes(noise=True)
     (root / "images/truncated.png").write_bytes(whole[: len(whole) // 2])  # a valid header, pixel data cut
     (root / "images/bomb.png").write_bytes(png_header_only(20000, 20000))  # 400 megapixels declared
+    os.mkfifo(root / "images/pipe.png")
+    (root / "images/huge.png").write_bytes(b"")
+    os.truncate(root / "images/huge.png", (64 << 20) + 1)  # sparse: over preprocess.max_image_bytes, no disk used
     with (root / "data.jsonl").open("wb") as f:
         for row in rows:
             line = row if isinstance(row, bytes) else (row if isinstance(row, str) else json.dumps(row)).encode()
@@ -116,7 +120,7 @@ BAD_ROWS = [
     (good_row(2, image=None), "image_missing"),
     (good_row(3, image="../outside.png"), "image_outside_dataset"),
     (good_row(4, image="images/broken.png"), "image_undecodable"),
-    (good_row(5, image="images"), "image_missing"),  # a folder, not a file
+    (good_row(5, image="images"), "image_not_a_file"),  # a folder, not a file
     (good_row(6, width="100"), "size_invalid"),
     (good_row(7, width=200), "size_mismatch"),
     (good_row(8, image="images/thin.png", width=1000, height=4, bbox=[[0, 0, 10, 4]]), "image_aspect_ratio"),
@@ -154,11 +158,17 @@ BAD_ROWS = [
     (good_row(33, question="<video>What color is it?"), "media_tag"),
     (good_row(34, question="Compare <image> with the square."), "media_tag"),
     (good_row(35, image="images/tall.png", width=28, height=5000, bbox=[[0, 0, 28, 100]]), "image_aspect_ratio"),
+    # Read otherwise by ms-swift (trained on another file, or fetched), or not a bounded regular file.
+    (good_row(36, image="images/a.png "), "image_path_unread"),
+    (good_row(37, image="http://example.org/a.png"), "image_path_unread"),
+    (good_row(38, image="images/" + "a" * 2001 + ".png"), "image_path_unread"),
+    (good_row(39, image="images/pipe.png"), "image_not_a_file"),  # a FIFO: a read would never end
+    (good_row(40, image="images/huge.png"), "image_file_too_large"),  # checked before a byte is read
 ]
 
 
 def test_bad_rows_are_set_aside_with_their_reason_and_nothing_is_lost(tmp_path):
-    """26 malformed rows of 24 kinds among good ones: each rejected with its reason, good rows intact."""
+    """Malformed rows of every kind among good ones: each rejected with its reason, good rows intact."""
     from satori.data.row_checks import REASONS
 
     good = [good_row(0), good_row(50, width=None, height=None), good_row(51, answer="red")]

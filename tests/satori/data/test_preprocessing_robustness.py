@@ -233,3 +233,95 @@ def test_splits_too_small_for_the_batches_fail_before_anything_is_written(in_tmp
     with pytest.raises(ParamsError, match=r"evaluation batch, train.per_device_eval_batch_size x train.nproc_per_node "
                                           r"x train.nnodes = 2 x 2 x 2 = 8"):  # fmt: skip
         check_split_sizes(16, 7, **{**batch, "nproc_per_node": 2, "nnodes": 2, "per_device_eval_batch_size": 2})
+
+
+def test_the_same_error_in_many_rows_is_a_bug_that_stops_the_stage_with_its_traceback(in_tmp, tiny_model_dir, monkeypatch):
+    """A stale caller or a broken check raises in every row: never quarantined as bad data."""
+    make_dataset(in_tmp / "raw", [good_row(i) for i in range(8)])
+
+    def broken(self, value, width, height):
+        raise TypeError("'>' not supported between instances of 'int' and 'TrainParams'")
+
+    monkeypatch.setattr(preprocessing.RowChecker, "_boxes", broken)
+    with pytest.raises(RuntimeError, match=r"8 of 8 rows raised the same TypeError: '>' not supported") as err:
+        preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+    assert isinstance(err.value.__cause__, TypeError)  # the traceback of the error itself
+    assert not Path("out").exists()  # nothing written
+
+
+def test_a_table_linked_from_outside_the_dataset_or_not_a_regular_file_is_never_read(in_tmp, tiny_model_dir):
+    import os
+
+    make_dataset(in_tmp / "raw", [good_row(0)])
+    secret = in_tmp / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (in_tmp / "raw/users.jsonl").symlink_to(secret)
+    with pytest.raises(PreprocessError, match=r"table raw/users\.jsonl: a link to .*secret\.txt, outside the dataset"):
+        preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+    assert not Path("out").exists()  # its lines are in no record
+    (in_tmp / "raw/users.jsonl").unlink()
+    os.mkfifo(in_tmp / "raw/pipe.jsonl")  # a read of it would wait forever
+    with pytest.raises(PreprocessError, match=r"table raw/pipe\.jsonl: not a regular file"):
+        preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+
+
+def test_an_image_path_ms_swift_would_read_otherwise_or_a_file_that_is_not_a_bounded_regular_file_is_rejected(
+    in_tmp, tiny_model_dir
+):
+    """ms-swift strips a path, fetches http..., reads over 2,000 characters as base64: the row is kept only when
+    training reads the very file preprocessing checked. Image reads are bounded: a FIFO is never opened."""
+    make_dataset(in_tmp / "raw", [])  # with images/pipe.png (a FIFO) and images/huge.png (64 MiB + 1, sparse)
+    cases = {
+        "images/a.png ": "image_path_unread",
+        " images/a.png": "image_path_unread",
+        "images/" + "a" * 2001 + ".png": "image_path_unread",
+        "http://example.org/a.png": "image_path_unread",
+        "httpimages/a.png": "image_path_unread",
+        "images/pipe.png": "image_not_a_file",
+        "images": "image_not_a_file",
+        "images/huge.png": "image_file_too_large",
+    }
+    rows = [good_row(i, image=path) for i, path in enumerate(cases)] + [good_row(len(cases))]
+    (in_tmp / "raw/data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+    assert report["kept"] == 1
+    rejected = {r["row"]["image"]: r["reason"] for r in read(Path("out"), "rejected.jsonl")}
+    assert rejected == cases
+
+
+def test_parquet_reads_only_the_mapped_columns_so_a_bad_cell_elsewhere_rejects_nothing(in_tmp, tiny_model_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    make_dataset(in_tmp / "raw", [])
+    (in_tmp / "raw/data.jsonl").unlink()
+    rows = [good_row(i) for i in range(4)]
+    table = pa.Table.from_pylist(rows).append_column(
+        "uploaded", pa.array([0, 0, 10**12, 0], type=pa.timestamp("s"))  # year 33658: Python cannot hold it
+    )
+    pq.write_table(table, "raw/part.parquet", row_group_size=4)
+    with pytest.raises((ValueError, OverflowError), match="out of range"):
+        pq.ParquetFile("raw/part.parquet").read_row_group(0).to_pylist()  # read whole, the group would fail
+    report = preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+    assert (report["rows_in"], report["kept"]) == (4, 4)
+
+
+def test_compressed_and_unmatched_tables_are_read_or_reported_never_undercounted(in_tmp, tiny_model_dir):
+    import gzip
+
+    make_dataset(in_tmp / "raw", [good_row(0)])
+    lines = "".join(json.dumps(good_row(i)) + "\n" for i in range(1, 21)).encode()
+    (in_tmp / "raw/packed.jsonl").write_bytes(gzip.compress(lines))  # gzip under a .jsonl name: its 20 rows
+    (in_tmp / "raw/more.jsonl.gz").write_bytes(gzip.compress(lines))
+    (in_tmp / "raw/LOUD.JSONL").write_bytes(lines)
+    (in_tmp / "raw/stream.ndjson").write_bytes(lines)
+    report = preprocess(PARAMS, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out"), SYSTEM)
+    assert report["rows_in"] == 21 and report["rejected_by_reason"].get("invalid_utf8", 0) == 0
+    assert report["skipped_files"] == [
+        f"{name} ({(in_tmp / 'raw' / name).stat().st_size} bytes): looks like a table, but preprocess.tables does "
+        "not match it (add its pattern)"
+        for name in ("LOUD.JSONL", "more.jsonl.gz", "stream.ndjson")
+    ]
+    widened = PARAMS.model_copy(update={"tables": ["**/*.jsonl", "**/*.jsonl.gz", "**/*.JSONL", "**/*.ndjson"]})
+    report = preprocess(widened, VISION, token_budget(), Path("raw"), tiny_model_dir, Path("out2"), SYSTEM)
+    assert report["rows_in"] == 81 and report["skipped_files"] == []

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_model_card_names_model_data_code_and_rewards():
     assert "- justairr/VQA-Verify" in card
     assert "| SatoriTiny_MMBench | 25.0 | 50.0 | +25.0 |" in card
     assert f"`{'d' * 40}`" in card and f"`{'b' * 40}`" in card and f"`{'c' * 40}`" in card
-    assert "`external_format`, `external_bbox_acc`, `extern_vqa_acc`" in card
+    assert "- Rewards: format (`external_format`), boxes (`external_bbox_acc`), answer (`extern_vqa_acc`) (mode" in card
     # How each benchmark's answers were matched, one line each (the paper profile: MMBench circular, MMStar not).
     assert "- MMBench_DEV_EN: VLMEvalKit's multiple-choice exact matching" in card and "circular" in card
     assert "- MMStar: VLMEvalKit's multiple-choice exact matching (the option's letter, or its text), no judge model, per question." in card
@@ -275,7 +276,7 @@ def test_the_how_to_use_snippet_is_python_that_names_the_repo_or_this_folder_and
     from satori.core.config import VisionParams
 
     vision = VisionParams(min_pixels=3136, max_pixels=50176)
-    for repo_id, folder in (("me/satori-3b", 'snapshot_download("me/satori-3b")'), (None, 'Path(".")')):
+    for repo_id, folder in (("me/satori-3b", "snapshot_download('me/satori-3b')"), (None, 'Path(".")')):
         lines = publish.usage_snippet(repo_id, vision)
         code = "\n".join(lines[lines.index("```python") + 1 : lines.index("```", lines.index("```python") + 1)])
         tree = ast.parse(code)
@@ -312,3 +313,40 @@ def test_the_snippet_s_question_is_laid_out_as_vlmevalkit_asks_it(tmp_path):
         assert texts == [mcq_question(line["question"], options, hint)], line["index"]
     assert "Hint: Look at the large shape.\n" in mcq_question("q", ["a"], "Look at the large shape.")
 
+
+
+@pytest.mark.parametrize(
+    "repo_id",
+    ['me/x")\nimport os; os.system("id")  #', "me/x'); print('owned", "../../etc", "a/b/c", "me/" + "x" * 200, "noslash"],
+)
+def test_a_repo_id_the_hub_would_refuse_fails_at_load_never_reaching_the_card(tmp_path, repo_id):
+    from satori.core.config import ParamsError
+    from tests.satori.core.test_config import write_params
+
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["publish"].update(repo_id=repo_id))
+    with pytest.raises(ParamsError, match=r"tiny\.publish: .*repo_id"):
+        load_profile(path)
+
+
+def test_hostile_names_stay_text_in_the_card_and_cannot_change_the_snippet_s_code():
+    import ast
+
+    from satori.core.config import VisionParams
+
+    hostile = '<script>alert(1)</script> | forged | 1 |\n# Injected heading [link](javascript:alert(1)) `code`'
+    evaluation = {hostile: {"base": 0.5, "trained": 0.75, "delta": 0.25, "categories": {hostile: {"base": 0.5, "trained": 0.75, "delta": 0.25}}}}
+    for table in (publish.evaluation_table(evaluation, "tiny"), publish.category_table(evaluation)):
+        assert "<script>" not in table and "\n#" not in table and "](javascript" not in table
+        header, _, *rows = table.splitlines()
+        assert len(rows) == 1  # no forged row
+        columns = lambda line: len(re.split(r"(?<!\\)\|", line)[1:-1])  # noqa: E731
+        assert columns(rows[0]) == columns(header)  # no forged column
+    vision = VisionParams(min_pixels=3136, max_pixels=50176)
+    reference = publish.usage_snippet("me/satori", vision)
+
+    def calls(lines):
+        code = "\n".join(lines[lines.index("```python") + 1 : lines.index("```", lines.index("```python") + 1)])
+        return [ast.dump(n.func) for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+
+    for repo_id in ("me/other-model", "org/x.y_z-1"):  # every id the Hub's validator lets through
+        assert calls(publish.usage_snippet(repo_id, vision)) == calls(reference)

@@ -16,14 +16,14 @@ def test_the_console_table_shows_base_against_trained_and_the_answers_by_letter(
 
 
 def test_the_quarters_table_has_each_used_reward_s_first_and_last_quarter(tmp_path):
-    rows = ["step,reward,external_format,external_bbox_acc,extern_vqa_acc,external_caption_acc"]
+    rows = ["step,reward,format,boxes,answer,caption"]
     rows += [f"{step},{step},1.0,,{0.25 if step <= 2 else 0.75},0.5" for step in range(1, 9)]
     (tmp_path / "rewards.csv").write_text("\n".join(rows) + "\n")
     lines = quarters_table(tmp_path / "rewards.csv").splitlines()
     # Quarters of 8 steps: steps 1-2 and 7-8; population standard deviation.
     assert lines[2] == "| total | 1.500 ± 0.500 | 7.500 ± 0.500 | +6.000 |"
     assert lines[3] == "| format | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.000 |"
-    assert lines[4] == "| **answers (VQA)** | **0.250 ± 0.000** | **0.750 ± 0.000** | **+0.500** |"
+    assert lines[4] == "| **answer** | **0.250 ± 0.000** | **0.750 ± 0.000** | **+0.500** |"
     assert lines[5] == "| caption | 0.500 ± 0.000 | 0.500 ± 0.000 | +0.000 |"
     assert len(lines) == 6  # boxes: not used by this run
 

@@ -115,7 +115,7 @@ def _runs(uri: str, experiment: str):
 def test_the_last_stage_records_what_ran_what_dvc_reused_and_the_summary(isolated_env, tmp_path):
     uri = isolated_env["MLFLOW_TRACKING_URI"]
     curves = tmp_path / "curves.csv"
-    curves.write_text("step,reward,external_format\n1,0.5,\n2,0.75,1.0\n")
+    curves.write_text("step,reward,format\n1,0.5,\n2,0.75,1.0\n")
     stages = ["fetch_dataset", "train"]
     outputs = {"fetch_dataset": "hash-data", "train": "hash-model"}
     summary = {"B": {"base": 0.5, "trained": 0.75}, "train": {"final_reward": 2.5}}
@@ -150,7 +150,7 @@ def test_the_last_stage_records_what_ran_what_dvc_reused_and_the_summary(isolate
     assert not [key for key in metrics if key.startswith("ran")]  # what ran is the satori.ran tag
     history = client.get_metric_history(parents[1], "train/reward")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.75)]
-    assert [m.step for m in client.get_metric_history(parents[1], "train/external_format")] == [2]
+    assert [m.step for m in client.get_metric_history(parents[1], "train/format")] == [2]
 
 
 def test_a_dvc_repro_gets_one_parent_run_with_the_profile_s_params(isolated_env, tmp_path):
@@ -223,3 +223,28 @@ def test_stage_runs_log_system_metrics_and_their_datasets(isolated_env, tmp_path
     assert tags["rows"] == "3" and tags["mlflow.data.context"] == "training"
     assert {t.key: t.value for t in inputs["B"].tags}["rows"] == "2"
     assert train.dataset.source.endswith("train.jsonl\"}")
+
+
+def test_no_credential_of_a_tracking_uri_reaches_a_link_or_a_parameter(monkeypatch):
+    from satori.tracking import records
+
+    assert tracking.without_credentials("https://alice:s3cret@mlflow.example.org:5000/") == "https://mlflow.example.org:5000/"
+    assert tracking.without_credentials("http://token@host/x?y=1") == "http://host/x?y=1"
+    assert tracking.without_credentials("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+    class Run:
+        class info:  # noqa: N801
+            experiment_id, run_name = "7", "r"
+
+    class Client:
+        def __init__(self, uri):
+            pass
+
+        def get_run(self, run_id):
+            return Run
+
+    import mlflow
+
+    monkeypatch.setattr(mlflow, "MlflowClient", Client)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example.org")
+    assert records.run_link("abc") == "https://mlflow.example.org/#/experiments/7/runs/abc"

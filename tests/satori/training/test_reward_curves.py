@@ -27,8 +27,8 @@ def test_reward_table_reads_ms_swift_logging(tmp_path):
     (tmp_path / "logging.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     history = swift_run.read_log_history(tmp_path)
     table = reward_curves.reward_table(history, ["external_format", "extern_vqa_acc"])
-    unused = {"external_bbox_acc": None, "external_caption_acc": None}
+    unused = {"boxes": None, "caption": None}  # by the labels a user reads
     assert table == [
-        {"step": 1, "reward": 1.5, "external_format": 1.0, "extern_vqa_acc": 0.5, **unused},
-        {"step": 2, "reward": 1.0, "external_format": 0.75, "extern_vqa_acc": 0.25, **unused},
+        {"step": 1, "reward": 1.5, "format": 1.0, "answer": 0.5, **unused},
+        {"step": 2, "reward": 1.0, "format": 0.75, "answer": 0.25, **unused},
     ]

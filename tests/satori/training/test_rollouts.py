@@ -58,11 +58,11 @@ def test_first_and_last_samples_show_both_steps_with_true_rewards(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "| # | step 1 | step 7 |"
     assert lines[2] == (
-        "| 1 | truth `B`: `` <answer>A</answer> `` (Format 0.75, VQAAccuracy 0.00)"
-        " | truth `D`: `` <answer>D</answer> `` (Format 1.00, VQAAccuracy 1.00) |"
+        "| 1 | truth `B`: `` <answer>A</answer> `` (format 0.75, answer 0.00)"
+        " | truth `D`: `` <answer>D</answer> `` (format 1.00, answer 1.00) |"
     )
     assert lines[3] == (
-        "| 2 | truth `D`: `` a\\|b `` (Format 0.00, VQAAccuracy 1.00) | truth `?`: `` x y `` (Format 0.50, VQAAccuracy 0.00) |"
+        "| 2 | truth `D`: `` a\\|b `` (format 0.00, answer 1.00) | truth `?`: `` x y `` (format 0.50, answer 0.00) |"
     )
     assert lines[4] == "| 3 |  |  |"
     assert "eval rollout" not in text

@@ -103,7 +103,7 @@ def test_paper_command_line_carries_the_published_flags():
     }
     for key, value in expected.items():
         assert args[key] == value, key
-    assert args["external_plugins"] == [str(swift_cli.REWARD_PLUGIN)]
+    assert args["external_plugins"] == [str(swift_cli.NO_REMOTE_CODE_PLUGIN), str(swift_cli.REWARD_PLUGIN)]
     assert args["report_to"] == ["none"] and args["save_only_model"] == ["false"]
     assert Path(args["system"][0]).read_text().startswith("Given an image and a question")
 
@@ -232,3 +232,58 @@ def test_deepspeed_zero_for_large_models_parses_with_ms_swift_across_machines(mo
     assert namespace.deepspeed == f"zero{zero}" and namespace.per_device_train_batch_size == train.per_device_train_batch_size
     shipped = json.loads((Path(swift.__file__).parent / "config" / f"zero{zero}.json").read_text())
     assert shipped["zero_optimization"]["stage"] == zero
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"stop_words": ["</s>", "--output_dir", "/tmp/elsewhere"]}, r"extra_args\.stop_words: value '--output_dir'"),
+        ({"stop_words": ["--external_plugins=/tmp/evil.py"]}, r"extra_args\.stop_words: value '--external_plugins="),
+        ({"external_plugins": "/tmp/evil.py"}, r"extra_args\.external_plugins: not settable from params"),
+        ({"dataset": "other.jsonl"}, r"extra_args\.dataset: not settable"),
+        ({"push_to_hub": True}, r"extra_args\.push_to_hub: not settable"),
+        ({"hub_model_id": "me/x"}, r"extra_args\.hub_model_id: not settable"),
+        ({"output_dir": "/tmp/x"}, r"extra_args\.output_dir: not settable"),
+        ({"trust_remote_code": True}, r"extra_args\.trust_remote_code: not settable"),
+        ({"custom_register_path": "/tmp/x.py"}, r"extra_args\.custom_register_path: not settable"),
+        ({"deepspeed": "/tmp/any.json"}, r"extra_args\.deepspeed: '/tmp/any\.json': one of ms-swift's presets"),
+        ({"--output_dir": "x"}, r"extra_args\.--output_dir: not settable"),
+        ({"beta": "-x"}, r"extra_args\.beta: value '-x' would reach ms-swift as another flag"),
+    ],
+)
+def test_params_cannot_hand_ms_swift_a_flag_the_stage_sets_or_one_that_loads_code_or_writes_elsewhere(
+    tmp_path, extra, says
+):
+    from satori.core.config import ParamsError
+    from tests.satori.core.test_config import write_params
+
+    path = write_params(tmp_path, lambda raw: raw["tiny"]["train"]["extra_args"].update(extra))
+    with pytest.raises(ParamsError, match=rf"tiny\.train: .*{says}"):
+        load_profile(path)
+
+
+def test_a_smuggled_flag_that_got_past_the_params_still_never_reaches_ms_swift():
+    """Defence in depth: the argument list itself holds exactly the stage's options, each once."""
+    _, tiny = load_profile(REPO_ROOT / "params.yaml", name="tiny")
+    unchecked = tiny.train.model_construct(**{**tiny.train.__dict__, "extra_args": {"stop_words": ["--output_dir", "x"]}})
+    with pytest.raises(swift_cli.TrainConfigError, match="a value would reach ms-swift as the flag.s. --output_dir"):
+        swift_args(unchecked)
+    negative = tiny.train.model_copy(update={"extra_args": {"beta": -0.5, "stop_words": ["-1"]}})  # numbers are values
+    assert argv_dict(swift_args(negative))["beta"] == ["-0.5"]
+
+
+def test_ms_swift_loads_no_remote_code():
+    """Every profile's command line loads the no-remote-code plugin first; once it is imported, ms-swift's loader
+    of Qwen2.5-VL (and every loader that does not say otherwise) passes trust_remote_code=False."""
+    import importlib.util
+
+    for name in ("tiny", "paper", "paper_official", "rehearsal", "rehearsal_lora"):
+        _, profile = load_profile(REPO_ROOT / "params.yaml", name=name)
+        plugins = argv_dict(swift_args(profile.train))["external_plugins"]
+        assert plugins[0] == str(swift_cli.NO_REMOTE_CODE_PLUGIN), name
+    from swift.model.models.qwen import Qwen2_5VLLoader
+    from swift.model.register import ModelLoader
+
+    spec = importlib.util.spec_from_file_location("no_remote_code", swift_cli.NO_REMOTE_CODE_PLUGIN)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # as ms-swift imports a plugin: by its path
+    assert ModelLoader.default_trust_remote_code is False and Qwen2_5VLLoader.default_trust_remote_code is False

@@ -19,3 +19,12 @@ def test_a_resumed_run_keeps_one_record_per_step(tmp_path):
         (2, 2.5),
         (3, 3.0),
     ]
+
+
+def test_a_step_s_metrics_name_each_reward_by_its_label_and_drop_the_clock():
+    from satori.training.swift_run import step_metrics
+
+    record = {"global_step/max_steps": "3/8", "elapsed_time": "1m", "reward": 2.5, "loss": 0.1,
+              "rewards/Format/mean": 1.0, "rewards/VQAAccuracy/std": 0.5, "rewards/Other/mean": 0.2}  # fmt: skip
+    assert step_metrics(record) == {"reward": 2.5, "loss": 0.1, "rewards/format/mean": 1.0, "rewards/answer/std": 0.5,
+                                    "rewards/Other/mean": 0.2}  # fmt: skip
