@@ -106,7 +106,7 @@ def test_every_kept_row_of_a_hostile_corpus_goes_through_real_grpo_steps(use_pro
     # ms-swift logs only some evaluation tables; its progress bar counts the batches: one val row each.
     (log,) = Path(".work/train").glob("*/swift.log")
     assert f"Val: 100%|██████████| {len(split['val'])}/{len(split['val'])}" in log.read_text()
-    assert "trust_remote_code=True" not in log.read_text()  # ms-swift loaded no remote code
+    assert "Loading tokenizer/processor from" not in log.read_text()  # no processor with trust_remote_code=True
     assert (Path("models/trained") / "model.safetensors").is_file()
 
 

@@ -287,3 +287,12 @@ def test_ms_swift_loads_no_remote_code():
     spec = importlib.util.spec_from_file_location("no_remote_code", swift_cli.NO_REMOTE_CODE_PLUGIN)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))  # as ms-swift imports a plugin: by its path
     assert ModelLoader.default_trust_remote_code is False and Qwen2_5VLLoader.default_trust_remote_code is False
+    # ms-swift's model_meta reads every model's config with trust_remote_code=True, hard-coded: forced off too.
+    from unittest import mock
+
+    from swift.model import model_meta
+
+    with mock.patch("transformers.AutoConfig.from_pretrained", side_effect=RuntimeError("stop")) as loaded:
+        with pytest.raises(RuntimeError, match="stop"):
+            model_meta.AutoConfig.from_pretrained("some/model", trust_remote_code=True)
+    assert loaded.call_args.kwargs["trust_remote_code"] is False
