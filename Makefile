@@ -5,16 +5,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run rehearse learn test test-fast repro gpu-bundle clean
+.PHONY: install lock run rehearse learn test test-fast repro gpu-bundle clean
 
-$(STAMP): pyproject.toml
+# From the locks (locks/refresh.py): every package at its locked version, its hash checked; torch's build (CUDA or
+# CPU: different files of one version) by version. A pyproject.toml edited since the last `make lock` stops here.
+$(STAMP): pyproject.toml locks/cpu.txt locks/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==26.3
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) locks/refresh.py --check
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r locks/cpu.txt
+	$(PY) -m pip install --quiet -c locks/torch.txt torch torchvision
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve locks/cpu.txt, locks/torch.txt and locks/gpu.txt from pyproject.toml (needs the package index).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==0.13.8  # pyproject.toml's `lock` extra
+	$(PY) locks/refresh.py
 
 run: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline

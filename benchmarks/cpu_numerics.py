@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED
+from satori.core.cpu_numerics import MODE_ENV, NATIVE, unpinned_environment
 from satori.core.config import REPO_ROOT
 from satori.reports.results import PINNING_COST_TABLE
 
@@ -54,7 +54,7 @@ def measure(steps: int, questions: int) -> dict:
 
 
 def run_mode(mode: str, steps: int, questions: int) -> dict:
-    env = {key: value for key, value in os.environ.items() if key not in PINNED and key != MODE_ENV}
+    env = unpinned_environment()
     if mode == NATIVE:
         env[MODE_ENV] = NATIVE
     command = [sys.executable, "-m", "benchmarks.cpu_numerics", "--worker", "--steps", str(steps),

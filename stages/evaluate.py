@@ -12,8 +12,8 @@ import json
 from satori import tracking
 from satori.evaluation.benchmark_files import benchmark_tsvs, validate_benchmark_folder
 from satori.evaluation.run import reported_completions, score_model, summarize
-from satori.evaluation.scoring import benchmark_rules, scoring_rules
-from satori.core.files import atomic_dir, write_json
+from satori.evaluation.scoring import PAPER_RESULTS, benchmark_rules, scoring_rules
+from satori.core.files import atomic_dir, read_source, write_json
 from satori.rewards.gallery import draw, evaluation_samples, grid, save_png
 from satori.stage import Stage, run_main
 
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         tracking.say(f"scoring {args.model} on {len(benchmarks.items)} benchmark(s)")
         variant = {"trained": params.satori_instruction}
         trained = score_model(args.model, variant, params, args.benchmarks, args.prompt, args.work, args.out, matching)
-        metrics = summarize({**base_scores, **trained}, benchmarks)
+        # The paper's numbers beside ours where it reports this base model (the trained model's provenance names it).
+        paper = PAPER_RESULTS.get(read_source(args.model).get("base_model", {}).get("repo_id"), {})
+        metrics = summarize({**base_scores, **trained}, benchmarks, paper)
         write_json(args.metrics, metrics)
         tracking.log_metrics(metrics)
         tracking.log_artifact(args.metrics)

@@ -1,4 +1,5 @@
-"""Stage: the benchmark TSVs into --out (synthetic MMBench/MMStar-shaped or free-form ones, or the official files), each checked.
+"""Stage: the benchmark TSVs into --out (synthetic MMBench/MMStar-shaped, free-form, OlympiadBench- or WeMath-shaped
+ones, or the official files), each checked.
 
 python -m stages.fetch_benchmarks --mirror-manifest data/mirrors/benchmarks.json --out data/benchmarks --metrics reports/fetch_benchmarks.json
 """
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
                     fetch_official_tsv(spec.name, params.mirror, out)
                 elif spec.free_form:
                     synthetic.write_benchmark_tsv(tsv, synthetic.free_form_rows(questions=spec.questions, seed=spec.seed))
+                elif spec.kind == "synthetic_olympiadbench":
+                    synthetic.write_benchmark_tsv(tsv, synthetic.olympiad_rows(questions=spec.questions, seed=spec.seed))
+                elif spec.kind == "synthetic_wemath":
+                    synthetic.write_benchmark_tsv(tsv, synthetic.wemath_rows(problems=spec.questions, seed=spec.seed))
                 else:
                     bench_rows = synthetic.benchmark_rows(
                         questions=spec.questions,
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     synthetic.write_benchmark_tsv(tsv, bench_rows)
                 # A broken file fails here, naming file, row and column, before any model is loaded.
-                rows[spec.name] = validate_benchmark_tsv(tsv, free_form=spec.free_form)
+                rows[spec.name] = validate_benchmark_tsv(tsv, free_form=spec.free_form, scored_as=spec.scored_as)
                 tracking.say(f"{spec.name}: {rows[spec.name]} rows checked")
         write_json(args.metrics, {"rows": rows})
         tracking.log_metrics({"rows": rows})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,29 @@ import pytest
 
 from satori.core.config import REPO_ROOT
 from satori.core.prompt import system_prompt
+
+
+README_MARKER = re.compile(r"<!-- commands: (?P<name>[\w-]+)(?:, not run: (?P<reason>[^>]+?))? -->\n"
+                           r"(?:<!-- generated: [\w-]+ -->\n)?(?P<indent> *)```(?:bash|console)?\n(?P<body>.*?)```", re.DOTALL)
+NOT_RUN_LINE = "# not run by the tests:"
+
+
+def readme_blocks() -> dict[str, dict]:
+    """The README's command blocks by the name its `<!-- commands: NAME -->` marker gives: body, reason not run."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    return {m["name"]: {"body": m["body"], "reason": m["reason"], "at": m.start()} for m in README_MARKER.finditer(text)}
+
+
+def readme_commands(name: str) -> list[str]:
+    """The commands of the README's block NAME as a user types them: a console block's `$ ` lines, a bash block's
+    lines; comments and the lines marked `# not run by the tests: ...` dropped."""
+    block = readme_blocks()[name]
+    assert block["reason"] is None, f"README block {name} is marked not run: {block['reason']}"
+    lines = [line.strip() for line in block["body"].splitlines()]
+    if any(line.startswith("$ ") for line in lines):
+        lines = [line[2:] for line in lines if line.startswith("$ ")]
+    return [line.split("  #", 1)[0].rstrip() for line in lines
+            if line and not line.startswith("#") and NOT_RUN_LINE not in line]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -162,16 +186,15 @@ def run_summary(folder: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
-    """`python -m flows.pipeline` (the Prefect flow, as `make run` does) in a fresh copy of the checkout, once for
-    the session (the end-to-end and the learning tests read it), tracked by a shared MLflow tracking server
-    (`mlflow server` on 127.0.0.1), as a team beyond one machine would."""
+    """The README's `make run`, typed as is, in a fresh copy of the checkout, once for the session (the end-to-end
+    and the learning tests read it), tracked by a shared MLflow tracking server (`mlflow server` on 127.0.0.1), as a
+    team beyond one machine would."""
     work = tmp_path_factory.mktemp("e2e")
-    repo = copy_checkout(work / "checkout")  # the MLflow server's files lie beside it, not in it
+    repo = copy_with_venv(work / "checkout")  # the MLflow server's files lie beside it, not in it
+    make_run = readme_commands("quickstart")[0]
     with mlflow_server(work / "server") as uri:
         env = _env(work, uri)
-        proc = subprocess.run(
-            [sys.executable, "-m", "flows.pipeline"], cwd=repo, env=env, capture_output=True, text=True, timeout=1500
-        )
+        proc = subprocess.run(["bash", "-c", make_run], cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
         log = proc.stdout + proc.stderr
         (work / "pipeline.log").write_text(log)
         assert proc.returncode == 0, log[-6000:]
@@ -179,6 +202,17 @@ def pipeline_run(tmp_path_factory):
         status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
         (work / GIT_STATUS_AFTER_RUN).write_text(status.stdout)
         yield repo, env, run_summary(repo), log
+
+
+def copy_with_venv(dest: Path) -> Path:
+    """copy_checkout, with this checkout's installed .venv linked in, so that the README's `make` targets run there as
+    typed. The copied files keep their times, so `make` finds the install up to date, as it is; were it not (a
+    pyproject.toml or lock newer than the install), `make` would reinstall this checkout's .venv from the copy."""
+    repo = copy_checkout(dest)
+    (repo / ".venv").symlink_to(REPO_ROOT / ".venv")
+    stale = subprocess.run(["make", "-q", "install"], cwd=repo, capture_output=True)
+    assert stale.returncode == 0, "the .venv is older than pyproject.toml or locks/: run `make install` first"
+    return repo
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from flows.dvc_graph import pipeline_stages
 from satori.core.config import REPO_ROOT
-from tests.conftest import FAKE_TOKEN, accuracy_from_predictions
+from tests.conftest import FAKE_TOKEN, accuracy_from_predictions, readme_commands
 
 pytestmark = pytest.mark.slow
 
@@ -454,11 +455,17 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
         [sys.executable, "-m", "dvc", *args], cwd=repo, env={**env, **env_extra}, capture_output=True, text=True,
         timeout=900,
     )  # fmt: skip
+    typed = lambda command, **env_extra: subprocess.run(  # noqa: E731
+        ["bash", "-c", command], cwd=repo, env={**env, **env_extra}, capture_output=True, text=True, timeout=900
+    )  # fmt: skip
+    *experiments_typed, show_typed = readme_commands("dvc-exp")  # the README's block, as typed
     steps, took = 4, {}
-    for name, rate in (("lr-low", 5.0e-4), ("lr-low-again", 5.0e-4)):
+    assert [shlex.split(line)[4] for line in experiments_typed] == ["lr-low", "lr-low-again"]
+    for line in experiments_typed:
+        assert f"-S tiny.train.learning_rate=5e-4 -S tiny.train.max_steps={steps}" in line
+        name = shlex.split(line)[4]
         start = time.monotonic()
-        done = dvc("exp", "run", "--temp", "-n", name, "-S", f"tiny.train.learning_rate={rate}",
-                   "-S", f"tiny.train.max_steps={steps}")  # fmt: skip
+        done = typed(line)
         took[name] = time.monotonic() - start
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         ran = [stage for stage in stages_run(done.stdout) if stage not in ALWAYS]
@@ -484,17 +491,18 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
     # The tables, as a terminal shows them: the metrics and the changed params whole, `dvc metrics show` within
     # 120 columns, `dvc exp show` within 200. (`dvc exp show` folds the columns of changed dependencies' hashes,
     # past them, into one "…" column.)
-    for args, width in ((("exp", "show", "--only-changed", "--no-pager"), 200), (("metrics", "show"), 120)):
-        shown = dvc(*args, COLUMNS=str(width))
+    (metrics_typed,) = readme_commands("dvc-metrics")
+    for command, width in ((show_typed, 200), (metrics_typed, 120)):
+        shown = typed(command, COLUMNS=str(width))
         assert shown.returncode == 0, shown.stderr
         print(shown.stdout)
         assert max(len(line) for line in shown.stdout.splitlines()) <= width, shown.stdout
         header = next(line for line in shown.stdout.splitlines() if "reward.final" in line)
-        if args[0] == "metrics":
+        if "metrics" in command:
             assert {"SatoriTiny_MMBench", "SatoriTiny_MMStar", "reward.mean"} <= set(header.split())
         else:  # --only-changed: every metric that differs between the workspace and the experiments, whole
             assert set(changed_accuracies) | {"reward.mean"} <= set(header.split())
-        if args[0] == "exp":
+        if "exp" in command:
             assert {"tiny.train.learning_rate", "tiny.train.max_steps"} <= set(header.split())
             rows = {line.split("[")[1].split("]")[0]: line.split() for line in shown.stdout.splitlines() if "[lr-" in line}
             assert "0.0005" in rows["lr-low"] and "0.0005" in rows["lr-low-again"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -18,24 +19,33 @@ from pathlib import Path
 
 import pytest
 
-from satori.core.config import load_profile
+from satori.core.config import REPO_ROOT, load_profile
 from satori.core.reward_registry import REWARD_LABELS
-from tests.conftest import accuracy_from_predictions, predicted_letter, run_summary
+from tests.conftest import accuracy_from_predictions, predicted_letter, readme_commands, run_summary
 
 pytestmark = pytest.mark.slow
 
 REWARDS = tuple(REWARD_LABELS.values())  # format, boxes, answer, caption: the reward table's columns
 CONTROL_STEPS = 40
-CONTROL = ["--name", "control", "--set", "train.reward_control=invert", "--set", f"train.max_steps={CONTROL_STEPS}",
-           "--set", f"train.eval_steps={CONTROL_STEPS}", "--set", f"train.save_steps={CONTROL_STEPS}"]  # as make learn
+CONTROL_COMMAND = readme_commands("variant")[0]  # the README's variant: the control, as `make learn` runs it
+CONTROL = shlex.split(CONTROL_COMMAND)[3:]
+
+
+def test_the_readme_s_control_is_make_learn_s():
+    assert CONTROL == ["--name", "control", "--set", "train.reward_control=invert", "--set",
+                       f"train.max_steps={CONTROL_STEPS}", "--set", f"train.eval_steps={CONTROL_STEPS}", "--set",
+                       f"train.save_steps={CONTROL_STEPS}"]  # fmt: skip
+    learn = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").split("\nlearn:", 1)[1].split("\n\n", 1)[0]
+    assert " ".join(CONTROL) in " ".join(learn.replace("\\\n", " ").split())
 
 
 @pytest.fixture(scope="module")
 def runs(pipeline_run):
-    """The default run, then its control in the same checkout (as `make learn` does after `make run`)."""
+    """The default run, then its control in the same checkout, typed as the README gives it (as `make learn` does
+    after `make run`)."""
     repo, env, default, _ = pipeline_run
-    done = subprocess.run([sys.executable, "-m", "flows.pipeline", *CONTROL], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=1800)  # fmt: skip
+    done = subprocess.run(["bash", "-c", CONTROL_COMMAND], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=1800)  # fmt: skip
     (repo.parent / "control.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     control = run_summary(repo / ".runs" / "control")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_checkout, pipeline_env, run_summary
+from tests.conftest import copy_with_venv, pipeline_env, readme_commands, run_summary
 
 pytestmark = pytest.mark.slow
 
@@ -21,20 +20,17 @@ ALLOWED_MODEL_FILES = {
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    """`make rehearse` in a fresh copy of the checkout: mirrors, then the rehearsal and rehearsal_lora profiles."""
+    """The README's `make rehearse`, typed as is, in a fresh copy of the checkout: mirrors, then the rehearsal and
+    rehearsal_lora profiles."""
     work = tmp_path_factory.mktemp("rehearsal")
-    repo = copy_checkout(work / "checkout")
-    env = pipeline_env(work, SATORI_MIRROR=str(repo / ".rehearsal"))
-    run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
-    done = run(sys.executable, "-m", "satori.data.mirrors", "--out", ".rehearsal")
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = {}
-    for profile in ("rehearsal", "rehearsal_lora"):
-        done = run(sys.executable, "-m", "flows.pipeline", "--profile", profile)
-        (work / f"{profile}.log").write_text(done.stdout + done.stderr)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-        assert '"mlflow_run_id"' not in done.stdout  # the console ends with the table, the summary is in a file
-        results[profile] = run_summary(repo / ".runs" / profile)
+    repo = copy_with_venv(work / "checkout")
+    env = pipeline_env(work)
+    done = subprocess.run(["bash", "-c", readme_commands("rehearse")[0]], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=2400)  # fmt: skip
+    (work / "rehearse.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    assert '"mlflow_run_id"' not in done.stdout  # the console ends with the table, the summary is in a file
+    results = {profile: run_summary(repo / ".runs" / profile) for profile in ("rehearsal", "rehearsal_lora")}
     return repo, env, results
 
 

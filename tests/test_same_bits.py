@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED
+from satori.core.cpu_numerics import MODE_ENV, NATIVE, unpinned_environment
 from tests.conftest import copy_checkout
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def checkout(tmp_path_factory):
 
 
 def machine_env(work: Path, asks: dict[str, str]) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in PINNED and key != MODE_ENV}
+    env = unpinned_environment()
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
         HF_HUB_OFFLINE="1",

@@ -166,10 +166,21 @@ class BaseModelParams(Section):
 # Which official benchmarks this pipeline scores offline, and which VLMEvalKit scores only with an LLM judge
 # (GPT through the OpenAI API extracts each answer before matching: a local rule would be another number than the
 # paper's). The names live here, so that loading a profile refuses a judged benchmark; how each is scored, in words,
-# is satori.evaluation.scoring's (evaluation), which no training stage imports.
-OFFLINE_BENCHMARKS = ("MMBench_DEV_EN", "MMBench_DEV_EN_V11", "MMStar", "MMMU_DEV_VAL")
-JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse", "WeMath", "OlympiadBench")
-SYNTHETIC_KINDS = ("synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa")
+# is satori.evaluation.scoring's (evaluation), which no training stage imports. OlympiadBench and WeMath are
+# offline: VLMEvalKit 0.0.19's OlympiadBench.evaluate scores with its rule-based MathJudger unless
+# olympiad_use_api_judger is passed, and WeMath.evaluate takes model='exact_matching' (read in its source).
+OFFLINE_BENCHMARKS = ("MMBench_DEV_EN", "MMBench_DEV_EN_V11", "MMStar", "MMMU_DEV_VAL", "OlympiadBench", "WeMath")
+JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse")
+# Synthetic benchmarks: MMBench-, MMStar-shaped and free-form ones of the project's own, and stand-ins in the TSV
+# layout of a VLMEvalKit benchmark whose own evaluate() scores them (STAND_INS: kind -> that benchmark).
+STAND_INS = {"synthetic_olympiadbench": "OlympiadBench", "synthetic_wemath": "WeMath"}
+SYNTHETIC_KINDS = ("synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", *STAND_INS)
+# OlympiadBench's sources, as VLMEvalKit 0.0.19's OlympiadBench.evaluate tabulates them: it divides by each one's
+# count, so a file (a stand-in too) holds every one of them.
+OLYMPIAD_SOURCES = (
+    "OE_MM_maths_en_COMP", "OE_MM_maths_zh_CEE", "OE_MM_maths_zh_COMP", "OE_MM_physics_en_COMP", "OE_MM_physics_zh_CEE",
+    "OE_TO_maths_en_COMP", "OE_TO_maths_zh_CEE", "OE_TO_maths_zh_COMP", "OE_TO_physics_en_COMP", "OE_TO_physics_zh_CEE",
+)  # fmt: skip
 
 
 BENCHMARK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -201,7 +212,8 @@ def check_scorable(name: str, kind: str) -> None:
 class BenchmarkSpec(Section):
     name: str
     # synthetic_vqa: free-form questions (no options), the non-multiple-choice path at tiny scale.
-    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", "official"]
+    kind: Literal["synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", "synthetic_olympiadbench",
+                  "synthetic_wemath", "official"]  # fmt: skip
     questions: int = Field(default=0, ge=0)
     seed: int = 0
     task: Literal["shapes", "color_cue"] = "shapes"  # of a synthetic kind: satori.data.synthetic.TASKS
@@ -210,12 +222,23 @@ class BenchmarkSpec(Section):
     def free_form(self) -> bool:
         return self.kind == "synthetic_vqa"
 
+    @property
+    def scored_as(self) -> str:
+        """The VLMEvalKit benchmark whose TSV layout and evaluate() this one has; '' for an MCQ or free-form one."""
+        if self.kind in STAND_INS:
+            return STAND_INS[self.kind]
+        return self.name if self.kind == "official" and self.name in STAND_INS.values() else ""
+
     @model_validator(mode="after")
     def _scorable(self) -> BenchmarkSpec:
         # The name becomes file names (its TSV, its gallery, VLMEvalKit's results): a plain name, no path.
         if not BENCHMARK_NAME.fullmatch(self.name) or ".." in self.name:
             raise ValueError(f"name {self.name!r}: letters, digits, '_', '-' and '.' only (it names files)")
         check_scorable(self.name, self.kind)  # a benchmark only an LLM judge can score fails here, named
+        least = {"synthetic_olympiadbench": 10, "synthetic_wemath": 2}.get(self.kind, 1)
+        if self.kind != "official" and self.questions < least:
+            # An OlympiadBench stand-in holds each of its 10 sources; a WeMath one a two- and a three-step problem.
+            raise ValueError(f"questions: a {self.kind} benchmark needs at least {least}, got {self.questions}")
         return self
 
 

@@ -54,6 +54,12 @@ def cpu_has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         return True  # cannot tell (not Linux): assume a recent CPU rather than warn on every run
 
 
+def unpinned_environment(environ: os._Environ | dict[str, str] = os.environ) -> dict[str, str]:
+    """environ without PINNED's keys and MODE_ENV: a child process's environment as a machine that never imported
+    satori would give it (what the same-bits tests and the pinning benchmark start from)."""
+    return {key: value for key, value in environ.items() if key not in PINNED and key != MODE_ENV}
+
+
 def pin(environ: os._Environ | dict[str, str] = os.environ) -> dict[str, str]:
     """Set PINNED in environ unless this process runs natively (MODE_ENV, a visible GPU, not x86-64); returns
     what it set. Warns when torch or numpy had already loaded with other values: this process is not pinned

@@ -89,6 +89,7 @@ def preprocess(
     row_errors: Counter[tuple[str, str]] = Counter()  # (exception type, message) -> rows it hit
     first_error: dict[tuple[str, str], BaseException] = {}
     columns_seen: set[str] = set()
+    tables = find_tables(raw_dir, params.tables)  # once: the rows are read from these, the report names the rest
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         checker = RowChecker(
@@ -111,7 +112,7 @@ def preprocess(
         ):
             # Parquet reads only the columns a row is made of: the field map's and the row's id.
             mapped = [column for column in params.fields.model_dump().values() if column] + ["id"]
-            rows = read_raw_rows(raw_dir, params.tables, params.max_row_bytes, params.max_json_bytes, mapped)
+            rows = read_raw_rows(raw_dir, tables, params.max_row_bytes, params.max_json_bytes, mapped)
             for table, number, raw in rows:
                 counts["rows_in"] += 1
                 if counts["rows_in"] % 1000 == 0:
@@ -169,7 +170,7 @@ def preprocess(
         "rejected": rejected,
         "rejected_by_reason": dict(sorted(reasons.items())),
         # Files under the dataset folder no pattern of preprocess.tables matched: each said, with its size.
-        "skipped_files": skipped_files(raw_dir, find_tables(raw_dir, params.tables)),
+        "skipped_files": skipped_files(raw_dir, tables),
     }
 
 

@@ -70,10 +70,10 @@ def _parse_json(text: str) -> Any:
 
 
 def read_raw_rows(
-    root: Path, patterns: list[str], max_row_bytes: int, max_json_bytes: int = 1 << 30,
+    root: Path, tables: list[Path], max_row_bytes: int, max_json_bytes: int = 1 << 30,
     columns: list[str] | None = None,
 ) -> Iterator[tuple[str, int, Any]]:
-    """(table, row number, row) for every row of every table under root, each read within the caps.
+    """(table, row number, row) for every row of `tables` (find_tables under root), each read within the caps.
 
     JSONL is streamed a line at a time, never more than max_row_bytes of one line in memory. Parquet
     is read a row group at a time: a group that cannot be read yields one Unparsed row per row it
@@ -83,7 +83,7 @@ def read_raw_rows(
     yields one Unparsed row, so it is
     counted and set aside; the other lines are read on.
     """
-    for table in find_tables(root, patterns):
+    for table in tables:
         name = table.relative_to(root).as_posix()
         suffix = table.suffix.lower()
         if suffix == ".parquet":
@@ -204,8 +204,9 @@ def skipped_files(root: Path, tables: list[Path]) -> list[str]:
     lines = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if (path.is_dir() or path.resolve() in read or path.name in NOT_TABLES
-                or any(part.startswith(".") for part in rel.parts) or path.suffix.lower() in IMAGE_SUFFIXES):  # fmt: skip
+        # The checks on the name first: a dataset of loose images costs no system call per image.
+        if (path.suffix.lower() in IMAGE_SUFFIXES or path.name in NOT_TABLES
+                or any(part.startswith(".") for part in rel.parts) or path.is_dir() or path.resolve() in read):  # fmt: skip
             continue
         why = ("looks like a table, but preprocess.tables does not match it (add its pattern)"
                if path.name.lower().endswith(TABLE_LIKE) else "not a table preprocess.tables matches")  # fmt: skip

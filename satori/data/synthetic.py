@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from satori.core.config import OLYMPIAD_SOURCES
 from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
 
 COLORS = {
@@ -243,6 +244,40 @@ def free_form_rows(*, questions: int, seed: int) -> list[dict]:
             question, answer, category = "How many shapes are in the image? Answer with a number.", str(len(scene.shapes)), "count"
         rows.append({"index": i, "question": question, "answer": answer, "category": category,
                      "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
+# WeMath's knowledge concepts the stand-in's steps name: the last part of a node of VLMEvalKit's knowledge tree.
+WEMATH_CONCEPTS = ("Understanding Length (Using a Ruler)", "Understanding Angles (Using a Protractor)")
+
+
+def olympiad_rows(*, questions: int, seed: int) -> list[dict]:
+    """An OlympiadBench stand-in in its TSV columns (the ones VLMEvalKit's OlympiadBench reads): a numerical
+    question (how many shapes), `final_answer` as OlympiadBench writes it (`['3']`), the sources in turn."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(questions):
+        scene = random_scene(rng)
+        rows.append({"index": i, "question": "How many shapes are in the image?", "final_answer": f"['{len(scene.shapes)}']",
+                     "answer_type": "Numerical", "unit": "", "is_multiple_answer": False, "error": "",
+                     "source": OLYMPIAD_SOURCES[i % len(OLYMPIAD_SOURCES)], "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
+def wemath_rows(*, problems: int, seed: int) -> list[dict]:
+    """A WeMath stand-in in its TSV columns: each problem a two-step one (rows `2steps_1`, `2steps_2`,
+    `2steps_multi`) or, in turn, a three-step one, its rows sharing an `ID`, each step a shapes question with its
+    `knowledge concept`, the `multi` row asking the steps at once (as WeMath's composite question does)."""
+    rng = random.Random(seed)
+    rows = []
+    for problem in range(problems):
+        steps = 2 + problem % 2
+        for key in [*(f"{steps}steps_{k}" for k in range(1, steps + 1)), f"{steps}steps_multi"]:
+            scene = random_scene(rng)
+            question, options, letter, _, _ = _shapes_question(rng, scene)
+            rows.append({"index": len(rows), "ID": f"{steps}steps-{problem}", "key": key,
+                         "knowledge concept": rng.choice(WEMATH_CONCEPTS), "question": question,
+                         **dict(zip(OPTION_LETTERS, options)), "answer": letter, "image": _b64_png(scene.render())})  # fmt: skip
     return rows
 
 

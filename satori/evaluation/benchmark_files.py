@@ -1,4 +1,5 @@
-"""Checking a benchmark TSV (VLMEvalKit's multiple-choice or free-form layout) before any model is loaded.
+"""Checking a benchmark TSV (VLMEvalKit's multiple-choice, free-form, OlympiadBench or WeMath layout) before any model
+is loaded.
 
 VLMEvalKit fails late and far from the cause on a broken file (a bare AssertionError
 in image_base.py for an image that does not decode, a pandas KeyError 17 frames deep
@@ -16,12 +17,19 @@ import shutil
 import string
 from pathlib import Path
 
+from satori.core.config import OLYMPIAD_SOURCES
 from satori.core.errors import InputError
 from satori.core.files import file_md5
 from satori.core.hub import DownloadError, hub_offline
 
 REQUIRED_COLUMNS = ("index", "question", "answer", "image")
 OPTION_COLUMNS = tuple(string.ascii_uppercase)
+# The columns VLMEvalKit 0.0.19's evaluate() of these benchmarks reads beyond index, question and image.
+LAYOUT_COLUMNS = {
+    "OlympiadBench": ("final_answer", "answer_type", "is_multiple_answer", "unit", "error", "source"),
+    "WeMath": ("answer", "ID", "key", "knowledge concept"),
+}
+WEMATH_KEYS = {steps: {*(f"{steps}steps_{k}" for k in range(1, steps + 1)), f"{steps}steps_multi"} for steps in (2, 3)}
 # MMBench stores an image once; later rows with the same image hold the index of that row instead.
 MAX_IMAGE_REFERENCE_CHARS = 64
 
@@ -50,7 +58,7 @@ def validate_benchmark_folder(folder: Path, specs: list) -> dict[str, int]:
     for spec, path in zip(specs, benchmark_tsvs(folder, specs).values()):
         if not path.is_file():
             raise BenchmarkFileError(f"{path}: no such benchmark file (the profile's benchmarks name {spec.name!r})")
-        rows[spec.name] = validate_benchmark_tsv(path, free_form=spec.free_form)
+        rows[spec.name] = validate_benchmark_tsv(path, free_form=spec.free_form, scored_as=spec.scored_as)
     return rows
 
 
@@ -59,20 +67,25 @@ def benchmark_tsvs(folder: Path, specs: list) -> dict[str, Path]:
     return {spec.name: folder / f"{spec.name}.tsv" for spec in specs}
 
 
-def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:
-    """Check every row of a benchmark TSV, multiple-choice (option columns A, B, ...; the answer one of them) or
-    free-form (the answer a non-empty text); returns the number of rows, raises BenchmarkFileError."""
+def validate_benchmark_tsv(path: Path, free_form: bool = False, scored_as: str = "") -> int:
+    """Check every row of a benchmark TSV, multiple-choice (option columns A, B, ...; the answer one of them),
+    free-form (the answer a non-empty text) or in the layout of the VLMEvalKit benchmark `scored_as` (OlympiadBench:
+    free-form, its `final_answer` and every source its scoring divides by; WeMath: multiple-choice, each problem's
+    steps complete); returns the number of rows, raises BenchmarkFileError."""
     import pandas as pd
 
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except Exception as err:
         raise BenchmarkFileError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    layout = "a free-form benchmark" if free_form else "a multiple-choice benchmark"
+    olympiad = scored_as == "OlympiadBench"
+    free_form = free_form or olympiad
+    required = [c for c in REQUIRED_COLUMNS if not (olympiad and c == "answer")] + list(LAYOUT_COLUMNS.get(scored_as, ()))
+    missing = [c for c in required if c not in table.columns]
+    layout = f"the {scored_as} layout" if scored_as else "a free-form benchmark" if free_form else "a multiple-choice benchmark"
     if missing:
         raise BenchmarkFileError(
-            f"{path}: column(s) {missing} missing; {layout} needs {list(REQUIRED_COLUMNS)}"
+            f"{path}: column(s) {missing} missing; {layout} needs {required}"
             f"{'' if free_form else ' and option columns A, B, ...'}; it has {list(table.columns)}"
         )
     options = [c for c in OPTION_COLUMNS if c in table.columns]
@@ -92,8 +105,10 @@ def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:
             raise BenchmarkFileError(f"{where}, column 'index': {record['index']!r} is not an integer")
         if not record["question"].strip():
             raise BenchmarkFileError(f"{where}, column 'question': empty")
-        answer = record["answer"].strip()
-        if free_form:
+        answer = record["final_answer" if olympiad else "answer"].strip()
+        if olympiad:
+            _check_olympiad_row(record, where)
+        elif free_form:
             if not answer:
                 raise BenchmarkFileError(f"{where}, column 'answer': empty")
         elif answer not in options or not record[answer].strip():
@@ -110,7 +125,40 @@ def validate_benchmark_tsv(path: Path, free_form: bool = False) -> int:
                 checked[key] = f"not base64 ({err})"
         if checked[key]:
             raise BenchmarkFileError(f"{where}, column 'image': not a decodable image: {checked[key]}")
+    if olympiad:
+        absent = sorted(set(OLYMPIAD_SOURCES) - set(table["source"]))
+        if absent:  # VLMEvalKit divides by each source's count, after the whole inference
+            raise BenchmarkFileError(f"{path}, column 'source': no row of {absent}; OlympiadBench's scoring needs each")
+    if scored_as == "WeMath":
+        _check_wemath_problems(table, path)
     return len(table)
+
+
+def _check_olympiad_row(record: dict, where: str) -> None:
+    """An OlympiadBench row as its evaluate() reads it: `['answer']` in final_answer, a known source, a precision."""
+    final = record["final_answer"].strip()
+    if not (final.startswith("[") and final.endswith("]") and final[2:-2].strip()):
+        raise BenchmarkFileError(f"{where}, column 'final_answer': {final!r} is not a list of answers like ['3']")
+    if record["source"] not in OLYMPIAD_SOURCES:
+        raise BenchmarkFileError(f"{where}, column 'source': {record['source']!r} is not one of {list(OLYMPIAD_SOURCES)}")
+    for precision in filter(None, record["error"].split(",")):
+        try:
+            float(precision)
+        except ValueError:
+            raise BenchmarkFileError(f"{where}, column 'error': {record['error']!r} is not a precision") from None
+
+
+def _check_wemath_problems(table, path: Path) -> None:
+    """Each WeMath problem (rows sharing an ID, keyed `2steps_...` or `3steps_...`: the rows its evaluate() scores)
+    has one row per step and one of the steps at once: a missing one would count as answered wrong."""
+    steps = table[table["key"].str.match(r"[23]steps_")]
+    if steps.empty:
+        raise BenchmarkFileError(f"{path}, column 'key': no `2steps_...` or `3steps_...` row, which WeMath's scoring reads")
+    for problem, rows in steps.groupby("ID", sort=False):
+        keys = set(rows["key"])
+        if keys not in WEMATH_KEYS.values() or len(rows) != len(keys):
+            raise BenchmarkFileError(f"{path}, column 'key': problem ID {problem!r} has keys {sorted(rows['key'])}; "
+                                     f"a problem has one row of each of {sorted(WEMATH_KEYS[2])} or {sorted(WEMATH_KEYS[3])}")  # fmt: skip
 
 
 def mirrored_tsv(mirror: str, name: str) -> Path:

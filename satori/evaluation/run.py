@@ -107,7 +107,7 @@ def evaluate_variant(
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for spec in benchmarks.items:
-        dataset = build_vlmeval_dataset(spec.name, data_root)
+        dataset = build_vlmeval_dataset(spec.name, data_root, spec.scored_as)
         if rank == 0:
             print(f"[satori] {label} on {spec.name}: {len(dataset)} questions, {world} process(es)", flush=True)
         # The rows VLMEvalKit's infer_data gives this rank, in its order, with its own prompts.
@@ -129,17 +129,45 @@ def evaluate_variant(
             for record in records:
                 f.write(json.dumps({**record, "index": int(record["index"])}) + "\n")
         pred_file = api.get_pred_file_path(str(out_dir), model_name, spec.name)
-        # VLMEvalKit's own scoring; a free-form benchmark of its own (CustomVQADataset) has none: its VQA rule.
-        acc = free_form_accuracy(pred_file) if spec.free_form else dataset.evaluate(pred_file, model="exact_matching", nproc=1)
+        accuracy, categories = scored(spec, dataset, pred_file)
         results[spec.name] = {
-            "accuracy": overall_accuracy(acc),
+            "accuracy": accuracy,
             "answer_shares": answer_shares(records),
-            "categories": category_accuracies(acc),
+            "categories": categories,
             "answer_tag_rate": sum(r["answer"] is not None for r in records) / max(1, len(records)),
             "mean_completion_tokens": sum(r["completion_tokens"] for r in records) / max(1, len(records)),
             "predictions": len(records),
         }
     return results
+
+
+def scored(spec, dataset, pred_file: str) -> tuple[float, dict[str, float]]:
+    """A benchmark's number (a fraction) and its parts, by VLMEvalKit's own evaluate() without a judge (each rule in
+    words: satori.evaluation.scoring.benchmark_rule); a free-form benchmark of the project's own (CustomVQADataset)
+    has none: VLMEvalKit's VQA rule."""
+    if spec.free_form:
+        acc = free_form_accuracy(pred_file)
+    elif spec.scored_as == "OlympiadBench":  # no olympiad_use_api_judger: the rule-based MathJudger
+        from satori.evaluation.vlmeval_compat import use_latex2sympy_in_mathjudger
+
+        use_latex2sympy_in_mathjudger()
+        row = {str(k): float(v) / 100 for k, v in dataset.evaluate(pred_file).iloc[0].items()}  # percentages
+        return row.pop("AVG"), row
+    elif spec.scored_as == "WeMath":
+        from satori.evaluation.vlmeval_compat import dataframe_append_for_wemath
+
+        with dataframe_append_for_wemath():
+            return wemath_scores(dataset.evaluate(pred_file, model="exact_matching"))
+    else:
+        acc = dataset.evaluate(pred_file, model="exact_matching", nproc=1)
+    return overall_accuracy(acc), category_accuracies(acc)
+
+
+def wemath_scores(table) -> tuple[float, dict[str, float]]:
+    """WeMath's table (percentages as text, `25.00%` or `25.00% (3)`): its strict score, and every other number."""
+    row = {str(k): re.match(r"\s*(-?\d+(?:\.\d+)?)%", str(v)) for k, v in table.iloc[0].items()}
+    numbers = {k: float(m[1]) / 100 for k, m in row.items() if m}
+    return numbers.pop("Score (Strict)"), numbers
 
 
 def free_form_accuracy(pred_file: str):
@@ -257,10 +285,12 @@ def score_model(
     return scores
 
 
-def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams) -> dict[str, dict]:
-    """{benchmark: {base, trained, delta, ..., categories: {category: {base, trained, delta}}}}.
+def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams, paper: dict | None = None) -> dict[str, dict]:
+    """{benchmark: {base, trained, delta, ..., categories: {category: {base, trained, delta}}, paper}}.
 
-    scores: {label: {benchmark: result}} with labels base, trained and optionally base_no_instruction.
+    scores: {label: {benchmark: result}} with labels base, trained and optionally base_no_instruction; paper: the
+    paper's {benchmark: {base, trained}} (%) for this base model (satori.evaluation.scoring.PAPER_RESULTS), each
+    benchmark's beside its row.
     """
     metrics: dict[str, dict] = {}
     for spec in benchmarks.items:
@@ -284,6 +314,8 @@ def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams) -> dict[str
             }
             for category in base["categories"]
         }
+        if spec.name in (paper or {}):
+            row["paper"] = paper[spec.name]
         metrics[spec.name] = row
     return metrics
 

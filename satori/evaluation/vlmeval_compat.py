@@ -7,6 +7,7 @@ through this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,9 +55,19 @@ def set_data_root(data_root: Path) -> None:
     os.environ["LMUData"] = str(data_root.resolve())
 
 
-def build_vlmeval_dataset(name: str, data_root: Path):
-    """VLMEvalKit's dataset object for `name`, its TSV read from (or downloaded into) data_root."""
+def build_vlmeval_dataset(name: str, data_root: Path, scored_as: str = ""):
+    """VLMEvalKit's dataset object for `name`, its TSV read from (or downloaded into) data_root. A stand-in
+    (`scored_as` another benchmark's name) is that benchmark's own class, prompts and evaluate(), reading the
+    stand-in's TSV as it lies (VLMEvalKit would check it against the official file's md5 and download that)."""
     set_data_root(data_root)
+    if scored_as and scored_as != name:
+        load = vlmeval_api().load  # the shim first
+        from vlmeval.dataset import DATASET_CLASSES
+
+        official = next(cls for cls in DATASET_CLASSES if scored_as in cls.supported_datasets())
+        stand_in = type(f"StandIn{official.__name__}", (official,),
+                        {"load_data": lambda self, dataset: load(str(data_root / f"{dataset}.tsv"))})  # fmt: skip
+        return stand_in(name)
     dataset = vlmeval_api().build_dataset(name)
     if dataset is None:
         raise FileNotFoundError(f"VLMEvalKit could not build dataset {name!r} from {data_root / (name + '.tsv')}")
@@ -72,3 +83,40 @@ def official_tsv(name: str) -> tuple[str, str]:
         if name in cls.supported_datasets() and name in getattr(cls, "DATASET_URL", {}):
             return cls.DATASET_URL[name], cls.DATASET_MD5.get(name, "")
     raise KeyError(f"{name!r} is not an official VLMEvalKit image benchmark with a download URL")
+
+
+def use_latex2sympy_in_mathjudger() -> None:
+    """VLMEvalKit's OlympiadBench MathJudger, its LaTeX parsed by latex2sympy2_extended.
+
+    MathJudger parses LaTeX with sympy's parse_latex, whose ANTLR parser needs antlr4-python3-runtime 4.11; DVC's
+    hydra-core, through omegaconf 2.3, pins 4.9.* (`dvc exp run -S` parses with it), so sympy's parser cannot load
+    here. latex2sympy2_extended (math-verify's LaTeX parser, already installed) turns the same LaTeX into sympy
+    expressions with a grammar built for antlr 4.9.3. MathJudger's own comparison rules are unchanged.
+    """
+    import_vlmeval()
+    from latex2sympy2_extended import latex2sympy
+    from vlmeval.dataset.utils import olympiadbench
+
+    olympiadbench.parse_latex = latex2sympy
+
+
+@contextlib.contextmanager
+def dataframe_append_for_wemath():
+    """pandas' DataFrame._append (removed in pandas 3; VLMEvalKit's WeMath scoring adds its result rows with it),
+    while the block runs: a dict or a frame added as rows, as pandas 2 did."""
+    import pandas as pd
+
+    def append(self, other, ignore_index=False):
+        return pd.concat([self, pd.DataFrame([other]) if isinstance(other, dict) else other], ignore_index=ignore_index)
+
+    had = hasattr(pd.DataFrame, "_append")
+    previous = getattr(pd.DataFrame, "_append", None)
+    pd.DataFrame._append = append
+    try:
+        yield
+    finally:
+        if had:
+            pd.DataFrame._append = previous
+        else:
+            del pd.DataFrame._append
+

@@ -21,20 +21,10 @@ import yaml
 from satori.core.config import PARAMS_FILE, Profile, PublishParams, read_params
 from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
 from satori.core.reward_registry import REWARD_LABELS
-from satori.evaluation.scoring import benchmark_rules, scoring_rules
+from satori.evaluation.scoring import PAPER_RESULTS, benchmark_rules, scoring_rules
 from satori.core.files import SOURCE_FILE
 from satori.core.lineage import code_revision
 
-# The SATORI-R1 paper's table (its project page), accuracy %: the base model and SATORI-3B trained from it.
-# Shown beside ours when the card's base model is that model and the benchmark one the paper reports
-# (the paper does not say which MMBench split; DEV_EN is the one VLMEvalKit's MMBench runs default to).
-PAPER_RESULTS = {
-    "Qwen/Qwen2.5-VL-3B-Instruct": {
-        "MMBench_DEV_EN": {"base": 60.8, "trained": 76.9},
-        "MMStar": {"base": 56.3, "trained": 56.7},
-        "MMMU_DEV_VAL": {"base": 51.2, "trained": 56.9},  # the paper's "MMMU": its validation split
-    },
-}
 # Said under every table: the paper's base row was a plain model scored as VLMEvalKit scores any model.
 PAPER_NOTE = "The paper's columns are the SATORI-R1 project page's table (base: the plain model, as VLMEvalKit scores it)."
 

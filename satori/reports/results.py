@@ -24,10 +24,12 @@ from satori.core.reward_registry import REWARD_LABELS
 from satori.reports.learning import quarter_summary, read_reward_table
 
 README = Path("README.md")
-# Tables a benchmark writes with --write, committed beside it: README block -> file.
+# Tables a benchmark (with --write) or `make lock` writes, committed beside it: README block -> file.
 SWEEP_TABLE = Path("benchmarks/learning_sweep.md")  # benchmarks/learning_sweep.py --seeds ... --write
 PINNING_COST_TABLE = Path("benchmarks/cpu_numerics.md")  # benchmarks/cpu_numerics.py --write
-BENCHMARK_TABLES = {"learning-sweep": SWEEP_TABLE, "pinning-cost": PINNING_COST_TABLE}
+GPU_LOCK_TABLE = Path("locks/gpu_differences.md")  # locks/refresh.py
+COMMITTED_TABLES = {"learning-sweep": SWEEP_TABLE, "pinning-cost": PINNING_COST_TABLE,
+                    "gpu-lock-differences": GPU_LOCK_TABLE}  # fmt: skip
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated: (?P=name) -->)", re.DOTALL)
 
 
@@ -37,11 +39,16 @@ def shares_text(shares: dict[str, float]) -> str:
 
 
 def console_table(evaluation: dict) -> str:
-    """Base against trained accuracy (%) per benchmark, and each model's answers by letter (share of questions)."""
-    lines = [f"{'benchmark':<24} {'base':>6} {'trained':>8} {'delta':>7}   answers: base | trained"]
+    """Base against trained accuracy (%) per benchmark, and each model's answers by letter (share of questions); the
+    paper's base and trained numbers beside them where the report has them (its base model is the paper's)."""
+    with_paper = any("paper" in row for row in evaluation.values())
+    paper_header = f" {'paper base':>10} {'paper':>6}" if with_paper else ""
+    lines = [f"{'benchmark':<24} {'base':>6} {'trained':>8} {'delta':>7}{paper_header}   answers: base | trained"]
     for name, row in evaluation.items():
+        published = row.get("paper")
+        paper = (f" {published['base']:>10.1f} {published['trained']:>6.1f}" if published else f" {'-':>10} {'-':>6}") if with_paper else ""
         lines.append(
-            f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}   "
+            f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}{paper}   "
             f"{shares_text(row.get('base_answer_shares', {}))} | {shares_text(row.get('trained_answer_shares', {}))}"
         )
     return "\n".join(lines)
@@ -77,7 +84,7 @@ def blocks(checkout: Path) -> dict[str, str]:
         "results-table": f"```\n{console_table(evaluation)}\n```\n",
         "learning-quarters": quarters_table(checkout / "reports/train_rewards.csv") + "\n",
         "dvc-metrics": f"```console\n$ dvc metrics show\n{dvc_metrics_show(checkout)}\n```\n",
-        **{name: (checkout / path).read_text(encoding="utf-8") for name, path in BENCHMARK_TABLES.items()},
+        **{name: (checkout / path).read_text(encoding="utf-8") for name, path in COMMITTED_TABLES.items()},
     }
 
 

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from benchmarks import gpu_bundle, gpu_rehearsal
+from tests.conftest import copy_with_venv, readme_commands
 
 
 def test_the_bundle_pins_what_the_project_runs_and_nothing_the_gpu_machine_has():
@@ -22,8 +23,14 @@ def test_the_bundle_pins_what_the_project_runs_and_nothing_the_gpu_machine_has()
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_on_the_gpu_machine_s_packages_plus_the_bundle(tmp_path):
-    # What travels: the CPython 3.12 bundle with the tracked tree, under the limit.
-    wheels = gpu_bundle.download(tmp_path / "whl312", "3.12")
+    # What travels: the CPython 3.12 bundle with the tracked tree, under the limit, made by the README's
+    # `make gpu-bundle` as typed (in a copy of the checkout: it writes .whl/).
+    (make_bundle,) = readme_commands("gpu-bundle")
+    copy = copy_with_venv(tmp_path / "checkout")
+    done = subprocess.run(["bash", "-c", make_bundle], cwd=copy, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wheels = sorted((copy / ".whl").glob("*.whl"))
+    assert all(f"{w.name}" in done.stdout for w in wheels)
     assert {w.name.split("-")[0].lower().replace("_", "-") for w in wheels} == {
         r.split("==")[0].lower().replace("_", "-") for r in gpu_bundle.pinned()
     }

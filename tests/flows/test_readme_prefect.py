@@ -1,5 +1,5 @@
-"""The README's Prefect block, typed as is (the port aside), against a fresh Prefect server: both work pools, then
-every deployment of prefect.yaml."""
+"""The README's Prefect block, typed as is (the port aside) up to its lines marked not run, against a fresh Prefect
+server: both work pools, then every deployment of prefect.yaml."""
 
 from __future__ import annotations
 
@@ -12,24 +12,16 @@ import pytest
 import yaml
 
 from satori.core.config import REPO_ROOT
-from tests.conftest import copy_checkout, free_port, wait_until_healthy
+from tests.conftest import copy_with_venv, free_port, readme_commands, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
 
-def readme_block(heading: str) -> list[str]:
-    """The command lines of the first bash block after heading in the README, comments dropped."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = text.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    return [line.split("  #", 1)[0].rstrip() for line in block.splitlines() if line.strip()]
-
-
 def test_the_readme_s_prefect_steps_deploy_every_deployment_as_typed(tmp_path):
-    lines = readme_block("### Scheduled runs with Prefect")
-    server_line, *setup = lines[: next(i for i, line in enumerate(lines) if "deploy --all" in line) + 1]
+    server_line, *setup = readme_commands("prefect")
+    assert setup[-1] == ".venv/bin/prefect --no-prompt deploy --all"
     assert server_line == ".venv/bin/prefect server start"
-    repo = copy_checkout(tmp_path / "checkout")
-    (repo / ".venv").symlink_to(REPO_ROOT / ".venv")
+    repo = copy_with_venv(tmp_path / "checkout")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_SERVER_API_PORT"] = str(port)  # `prefect server start` as typed, on a free port

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from satori.core import cpu_numerics
-from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED, gpu_visible, pin
+from satori.core.cpu_numerics import MODE_ENV, NATIVE, PINNED, gpu_visible, pin, unpinned_environment
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_process_that_loaded_torch_first_is_warned(no_gpu, monkeypatch):
 @pytest.mark.skipif(gpu_visible(), reason="a GPU machine keeps its own CPU code paths")
 def test_a_stage_process_computes_with_the_pinned_kernels_whatever_its_environment_asks():
     """What torch itself reports, in a process started as DVC starts a stage (satori imported first)."""
-    env = {key: value for key, value in os.environ.items() if key not in PINNED and key != MODE_ENV}
+    env = unpinned_environment()
     env.update(ATEN_CPU_CAPABILITY="avx512", OMP_NUM_THREADS="2", MKL_CBWR="AUTO")
     code = ("import satori, torch, os; "
             "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), os.environ['MKL_CBWR'])")
@@ -61,3 +61,8 @@ def test_a_stage_process_computes_with_the_pinned_kernels_whatever_its_environme
     env[MODE_ENV] = NATIVE
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split()[1:] == ["2", "AUTO"]
+
+
+def test_an_unpinned_environment_drops_every_pinned_key_and_the_mode_only():
+    environ = {**PINNED, MODE_ENV: NATIVE, "HOME": "/root", "PATH": "/bin"}
+    assert unpinned_environment(environ) == {"HOME": "/root", "PATH": "/bin"}
