@@ -9,13 +9,17 @@ STAMP := $(VENV)/.installed-stamp
 
 # From the locks (locks/refresh.py): every package at its locked version, its hash checked; torch's build (CUDA or
 # CPU: different files of one version) by version. A pyproject.toml edited since the last `make lock` stops here.
-$(STAMP): pyproject.toml locks/cpu.txt locks/torch.txt
+# pip installs uv from its hashed entry, then uv the rest: 42 s against pip's 162 s on a cold machine here (README:
+# Installs, locked). uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip's configuration.
+UV := $(VENV)/bin/uv pip install --python $(PY) --quiet
+$(STAMP): pyproject.toml locks/cpu.txt locks/uv.txt locks/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==26.3
 	$(PY) locks/refresh.py --check
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r locks/cpu.txt
-	$(PY) -m pip install --quiet -c locks/torch.txt torch torchvision
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r locks/uv.txt
+	$(UV) --require-hashes --no-deps -r locks/cpu.txt
+	$(UV) -c locks/torch.txt torch torchvision
+	$(UV) --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $(STAMP)
 

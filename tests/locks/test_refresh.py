@@ -79,7 +79,7 @@ def test_the_locks_name_this_pyproject_and_a_changed_pin_is_caught(tmp_path: Pat
         done = subprocess.run([sys.executable, str(tmp_path / "locks" / "refresh.py"), "--check"], capture_output=True,
                               text=True)  # fmt: skip
         assert done.returncode == 1
-        assert "locks/cpu.txt, locks/torch.txt, locks/gpu.txt: written from another pyproject.toml" in done.stderr
+        assert "locks/cpu.txt, locks/uv.txt, locks/torch.txt, locks/gpu.txt: written from another pyproject.toml" in done.stderr
 
 
 def test_every_locked_package_has_one_version_and_hashes_but_torch_s_build() -> None:
@@ -91,6 +91,8 @@ def test_every_locked_package_has_one_version_and_hashes_but_torch_s_build() -> 
         # torch's build: a CUDA and a CPU wheel of one version are different files; only the version holds for both.
         assert re.fullmatch(r"torch|torchvision|triton|nvidia-.*|cuda-.*", name) and not hashes, name
     assert not set(cpu) & set(torch_build)
+    # uv, which `make install` installs first (with pip) and the rest with: cpu.txt's own entry, hashes and all.
+    assert lock_entries(LOCKS / "uv.txt") == {"uv": cpu["uv"]}
 
 
 def test_the_environment_is_the_lock() -> None:
@@ -142,7 +144,7 @@ def test_make_lock_rewrites_the_committed_locks(tmp_path: Path) -> None:
     done = subprocess.run(["make", "lock", f"VENV={Path(sys.executable).parent.parent}"], cwd=copy,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in ("cpu.txt", "torch.txt", "gpu.txt"):
+    for name in ("cpu.txt", "uv.txt", "torch.txt", "gpu.txt"):
         versions = lambda root: {n: v for n, (v, _) in lock_entries(root / "locks" / name).items()}  # noqa: E731
         assert versions(copy) == versions(REPO_ROOT), name
     assert (copy / "locks/gpu_differences.md").read_text() == (LOCKS / "gpu_differences.md").read_text()
