@@ -458,7 +458,7 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
     typed = lambda command, **env_extra: subprocess.run(  # noqa: E731
         ["bash", "-c", command], cwd=repo, env={**env, **env_extra}, capture_output=True, text=True, timeout=900
     )  # fmt: skip
-    *experiments_typed, show_typed = readme_commands("dvc-exp")  # the README's block, as typed
+    *experiments_typed, show_typed, diff_typed = readme_commands("dvc-exp")  # the README's block, as typed
     steps, took = 4, {}
     assert [shlex.split(line)[4] for line in experiments_typed] == ["lr-low", "lr-low-again"]
     for line in experiments_typed:
@@ -488,30 +488,34 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
     baseline = next(row["data"] for row in table if row.get("rev") == "workspace")["metrics"]["reports/metrics.json"]["data"]
     changed_accuracies = [name for name, accuracy in baseline.items() if name != "reward"
                           and accuracy != experiments["lr-low"]["metrics"]["reports/metrics.json"]["data"][name]]  # fmt: skip
-    # The tables, as a terminal shows them: the metrics and the changed params whole, `dvc metrics show` within
-    # 120 columns, `dvc exp show` within 200. (`dvc exp show` folds the columns of changed dependencies' hashes,
-    # past them, into one "…" column.)
+    # The tables, as a 120-column terminal shows them, typed as the README gives them: `dvc exp show` with every
+    # metric that differs whole (it folds the columns past them, the changed params and dependencies' hashes, into
+    # one "…" column), `dvc exp diff` with each changed param and metric on its line, `dvc metrics show`.
     (metrics_typed,) = readme_commands("dvc-metrics")
-    for command, width in ((show_typed, 200), (metrics_typed, 120)):
-        shown = typed(command, COLUMNS=str(width))
+    assert show_typed == "COLUMNS=120 dvc exp show --only-changed --drop Created" and diff_typed == "dvc exp diff lr-low"
+    tables = {}
+    for command in (show_typed, diff_typed, metrics_typed):
+        shown = typed(command, COLUMNS="120")
         assert shown.returncode == 0, shown.stderr
         print(shown.stdout)
-        assert max(len(line) for line in shown.stdout.splitlines()) <= width, shown.stdout
-        header = next(line for line in shown.stdout.splitlines() if "reward.final" in line)
-        if "metrics" in command:
-            assert {"SatoriTiny_MMBench", "SatoriTiny_MMStar", "reward.mean"} <= set(header.split())
-        else:  # --only-changed: every metric that differs between the workspace and the experiments, whole
-            assert set(changed_accuracies) | {"reward.mean"} <= set(header.split())
-        if "exp" in command:
-            assert {"tiny.train.learning_rate", "tiny.train.max_steps"} <= set(header.split())
-            rows = {line.split("[")[1].split("]")[0]: line.split() for line in shown.stdout.splitlines() if "[lr-" in line}
-            assert "0.0005" in rows["lr-low"] and "0.0005" in rows["lr-low-again"]
-            reward = f"{experiments['lr-low']['metrics']['reports/metrics.json']['data']['reward']['final']:.4f}"
-            assert reward in rows["lr-low"]
-            workspace = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("workspace"))
-            assert str(default_profile(repo).train.learning_rate) in workspace.split()  # the baseline beside it
-        else:
-            assert "…" not in shown.stdout
+        assert max(len(line) for line in shown.stdout.splitlines()) <= 120, shown.stdout
+        tables[command] = shown.stdout
+    header = next(line for line in tables[metrics_typed].splitlines() if "reward.final" in line)
+    assert {"SatoriTiny_MMBench", "SatoriTiny_MMStar", "reward.mean"} <= set(header.split())
+    assert "…" not in tables[metrics_typed]
+    header = next(line for line in tables[show_typed].splitlines() if "reward.final" in line)
+    assert set(changed_accuracies) | {"reward.mean"} <= set(header.split()) and "Created" not in header
+    rows = {line.split("[")[1].split("]")[0]: line.split() for line in tables[show_typed].splitlines() if "[lr-" in line}
+    reward = f"{experiments['lr-low']['metrics']['reports/metrics.json']['data']['reward']['final']:.4f}"
+    assert reward in rows["lr-low"] and reward in rows["lr-low-again"]
+    # dvc exp diff: the experiment against the workspace, each changed param and metric with both values.
+    lines = {line.split()[1]: line.split()[2:] for line in tables[diff_typed].splitlines() if line.count(" ") > 2}
+    workspace_rate = default_profile(repo).train.learning_rate
+    assert [float(v) for v in lines["tiny.train.learning_rate"][:2]] == [5.0e-4, workspace_rate]
+    assert lines["tiny.train.max_steps"][:2] == [str(steps), str(default_profile(repo).train.max_steps)]
+    assert float(lines["reward.final"][0]) == pytest.approx(float(reward), abs=1e-4)
+    for name in changed_accuracies:
+        assert name in lines, tables[diff_typed]
 
 
 def test_a_second_checkout_pulls_the_run_from_a_dvc_remote_and_reruns_nothing(pipeline_run, tmp_path):
