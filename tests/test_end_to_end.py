@@ -460,10 +460,10 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
     )  # fmt: skip
     *experiments_typed, show_typed, diff_typed = readme_commands("dvc-exp")  # the README's block, as typed
     steps, took = 4, {}
-    assert [shlex.split(line)[4] for line in experiments_typed] == ["lr-low", "lr-low-again"]
+    assert [shlex.split(line)[5] for line in experiments_typed] == ["lr-low", "lr-low-again"]  # dvc exp run --temp -n NAME
     for line in experiments_typed:
         assert f"-S tiny.train.learning_rate=5e-4 -S tiny.train.max_steps={steps}" in line
-        name = shlex.split(line)[4]
+        name = shlex.split(line)[5]
         start = time.monotonic()
         done = typed(line)
         took[name] = time.monotonic() - start

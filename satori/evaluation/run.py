@@ -154,9 +154,9 @@ def scored(spec, dataset, pred_file: str) -> tuple[float, dict[str, float]]:
         row = {str(k): float(v) / 100 for k, v in dataset.evaluate(pred_file).iloc[0].items()}  # percentages
         return row.pop("AVG"), row
     elif spec.scored_as == "WeMath":
-        from satori.evaluation.vlmeval_compat import dataframe_append_for_wemath
+        from satori.evaluation.vlmeval_compat import wemath_scoring
 
-        with dataframe_append_for_wemath():
+        with wemath_scoring():
             return wemath_scores(dataset.evaluate(pred_file, model="exact_matching"))
     else:
         acc = dataset.evaluate(pred_file, model="exact_matching", nproc=1)

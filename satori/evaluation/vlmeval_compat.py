@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +24,13 @@ def import_vlmeval():
         transformers.AutoModelForVision2Seq = transformers.AutoModelForImageTextToText
     import vlmeval
 
+    # Its OlympiadBench helpers raise Python's limit on int digits process-wide when imported (by OlympiadBench's
+    # prompts or scoring), which would change how this process parses a row holding a huge integer: import them
+    # now and put the limit back.
+    limit = sys.get_int_max_str_digits()
+    import vlmeval.dataset.utils.olympiadbench  # noqa: F401
+
+    sys.set_int_max_str_digits(limit)
     return vlmeval
 
 
@@ -101,22 +109,50 @@ def use_latex2sympy_in_mathjudger() -> None:
 
 
 @contextlib.contextmanager
-def dataframe_append_for_wemath():
-    """pandas' DataFrame._append (removed in pandas 3; VLMEvalKit's WeMath scoring adds its result rows with it),
-    while the block runs: a dict or a frame added as rows, as pandas 2 did."""
+def wemath_scoring():
+    """VLMEvalKit's WeMath scoring, two of its faults mended while the block runs, its numbers untouched:
+
+    - it adds its result rows with pandas' DataFrame._append, removed in pandas 3: given back, a dict or a frame
+      added as rows, as pandas 2 did;
+    - its rote-memorisation rates divide by the problems mastered or memorised, zero for a model that answers no
+      composite question right (the rehearsal's untrained one): ZeroDivisionError after the whole inference. The
+      counts are its own; a rate over no problem is reported as 0.00% (the scores do not use these rates).
+    """
     import pandas as pd
+
+    import_vlmeval()
+    from vlmeval.dataset.utils import wemath
 
     def append(self, other, ignore_index=False):
         return pd.concat([self, pd.DataFrame([other]) if isinstance(other, dict) else other], ignore_index=ignore_index)
 
+    original_scores = wemath.evaluate_compute_final_scores
+
+    def final_scores(metrics, total_count):
+        try:
+            return original_scores(metrics, total_count)
+        except ZeroDivisionError:
+            # Only the two rote-memorisation rates divide by anything but total_count: count them as 0 of 1.
+            guarded = {key: rows for key, rows in metrics.items()}
+            for kind in ("loose", "strict"):
+                if all(len(metrics[f"steps{s}_filtered_rows_{n}_{kind}"]) == 0 for s in (2, 3) for n in (1, 4)):
+                    guarded[f"steps2_filtered_rows_4_{kind}"] = [None]  # one pseudo-row: x / (0 + 1) = 0
+            total_counts, rates = original_scores(guarded, total_count)
+            for kind in ("loose", "strict"):
+                if guarded[f"steps2_filtered_rows_4_{kind}"] is not metrics[f"steps2_filtered_rows_4_{kind}"]:
+                    total_counts[f"CompleteMastery_{kind}"] -= 1
+                    rates[f"CompleteMastery_{kind}_rate"] = "{:.2%}".format(total_counts[f"CompleteMastery_{kind}"] / total_count)
+            return total_counts, rates
+
     had = hasattr(pd.DataFrame, "_append")
     previous = getattr(pd.DataFrame, "_append", None)
     pd.DataFrame._append = append
+    wemath.evaluate_compute_final_scores = final_scores
     try:
         yield
     finally:
+        wemath.evaluate_compute_final_scores = original_scores
         if had:
             pd.DataFrame._append = previous
         else:
             del pd.DataFrame._append
-

@@ -125,3 +125,31 @@ def test_the_paper_s_eight_stand_beside_ours_in_the_report_and_the_console():
     assert lines[1].split()[:6] == ["WeMath", "50.0", "50.0", "+0.0", "22.1", "30.1"]
     assert lines[2].split()[:6] == ["Mine", "50.0", "50.0", "+0.0", "-", "-"]
     assert "paper" not in console_table(summarize(scores, benchmarks)).splitlines()[0]
+
+
+def test_a_model_that_masters_no_wemath_problem_is_scored_not_crashed(tmp_path, monkeypatch):
+    """VLMEvalKit's WeMath divides by the problems mastered or memorised: zero for a model with every composite
+    question wrong (the rehearsal's untrained one). Its scores stand; those rates read 0.00%."""
+    monkeypatch.setenv("PRED_FORMAT", "tsv")
+    spec = BenchmarkSpec(name="Stand_WeMath_wrong", kind="synthetic_wemath", questions=4, seed=5)
+    rows = synthetic.wemath_rows(problems=4, seed=5)
+    synthetic.write_benchmark_tsv(tmp_path / f"{spec.name}.tsv", rows)
+    dataset = build_vlmeval_dataset(spec.name, tmp_path, spec.scored_as)
+    predictions = ["A" if row["answer"] != "A" else "B" for row in rows]  # every step and composite wrong
+    accuracy, parts = scored(spec, dataset, write_predictions(dataset, tmp_path, predictions))
+    assert accuracy == pytest.approx(round((525 - 4) / 525, 4))  # four problems of insufficient knowledge
+    assert parts["RoteMemorization (Strict)"] == 0.0 and parts["CompleteMastery (Strict)"] == 0.0
+    assert parts["One-step(S1)"] == 0.0
+
+
+def test_vlmeval_s_olympiadbench_helpers_leave_python_s_int_limit_as_it_was():
+    """They raise it process-wide when imported; a process that imported them would then parse a row holding a
+    4,301-digit integer that preprocessing rejects everywhere else."""
+    import sys
+
+    from satori.evaluation.vlmeval_compat import import_vlmeval, use_latex2sympy_in_mathjudger
+
+    before = sys.get_int_max_str_digits()
+    import_vlmeval()
+    use_latex2sympy_in_mathjudger()
+    assert sys.get_int_max_str_digits() == before
