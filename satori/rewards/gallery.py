@@ -105,7 +105,8 @@ def evaluation_samples(
         if len(image_text) <= 64 and image_text in table.index:  # MMBench: a reference to another row's image
             image_text = table.loc[image_text]["image"]
         image = Image.open(io.BytesIO(base64.b64decode(image_text)))
-        samples.append(Sample(image, record["completion"], [], min_pixels, max_pixels, f"correct: {row['answer']}"))
+        correct = row.get("answer", row.get("final_answer"))  # OlympiadBench's layout names it final_answer
+        samples.append(Sample(image, record["completion"], [], min_pixels, max_pixels, f"correct: {correct}"))
     return samples
 
 

@@ -153,3 +153,20 @@ def test_vlmeval_s_olympiadbench_helpers_leave_python_s_int_limit_as_it_was():
     import_vlmeval()
     use_latex2sympy_in_mathjudger()
     assert sys.get_int_max_str_digits() == before
+
+
+def test_the_gallery_notes_each_stand_in_s_correct_answer(tmp_path):
+    """The evaluate stage's picture of the first answers reads each layout's answer column (OlympiadBench's is
+    final_answer)."""
+    import json
+
+    from satori.rewards.gallery import evaluation_samples
+
+    for rows, answer in ((synthetic.olympiad_rows(questions=10, seed=4), "final_answer"),
+                         (synthetic.wemath_rows(problems=2, seed=5), "answer")):  # fmt: skip
+        tsv = synthetic.write_benchmark_tsv(tmp_path / "B.tsv", rows)
+        completions = tmp_path / "completions.jsonl"
+        completions.write_text("".join(json.dumps({"index": r["index"], "completion": "<answer>3</answer>"}) + "\n"
+                                       for r in rows[:3]))  # fmt: skip
+        samples = evaluation_samples(completions, tsv, 3136, 50176)
+        assert [s.note for s in samples] == [f"correct: {r[answer]}" for r in rows[:3]]
