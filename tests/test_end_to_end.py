@@ -492,7 +492,7 @@ def test_dvc_experiments_compare_on_a_screen_and_a_repeated_one_never_retrains(p
     # metric that differs whole (it folds the columns past them, the changed params and dependencies' hashes, into
     # one "…" column), `dvc exp diff` with each changed param and metric on its line, `dvc metrics show`.
     (metrics_typed,) = readme_commands("dvc-metrics")
-    assert show_typed == "COLUMNS=120 dvc exp show --only-changed --drop Created" and diff_typed == "dvc exp diff lr-low"
+    assert show_typed == "dvc exp show --only-changed --drop Created --no-pager" and diff_typed == "dvc exp diff lr-low"
     tables = {}
     for command in (show_typed, diff_typed, metrics_typed):
         shown = typed(command, COLUMNS="120")

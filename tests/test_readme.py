@@ -59,4 +59,4 @@ def test_ci_runs_the_readme_s_test_command():
 def test_a_run_block_s_commands_leave_out_only_the_lines_marked_not_run():
     assert readme_commands("gpu-bundle") == ["make gpu-bundle"]
     assert readme_commands("dvc-metrics") == ["dvc metrics show"]
-    assert readme_commands("dvc-exp")[-2:] == ["COLUMNS=120 dvc exp show --only-changed --drop Created", "dvc exp diff lr-low"]
+    assert readme_commands("dvc-exp")[-2:] == ["dvc exp show --only-changed --drop Created --no-pager", "dvc exp diff lr-low"]
