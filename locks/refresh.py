@@ -95,17 +95,14 @@ def locked_versions(path: Path) -> dict[str, str]:
     return {name: version for name, version, _ in entries(text)}
 
 
-def compile_lock(inputs: list[Path], extras: tuple[str, ...], preferred: str, overrides: str = "") -> str:
+def compile_lock(inputs: list[Path], extras: tuple[str, ...], preferred: str) -> str:
     """uv's lock of `inputs` (the extras of pyproject.toml), preferring the versions in `preferred`."""
     with tempfile.TemporaryDirectory() as tmp:
-        out, override_file = Path(tmp) / "out.txt", Path(tmp) / "overrides.txt"
+        out = Path(tmp) / "out.txt"
         out.write_text(preferred, encoding="utf-8")  # uv keeps an output file's versions where they still fit
         cmd = [*UV_COMPILE, *map(str, inputs), "-o", str(out)]
         for extra in extras:
             cmd += ["--extra", extra]
-        if overrides:
-            override_file.write_text(overrides, encoding="utf-8")
-            cmd += ["--override", str(override_file)]
         subprocess.run([sys.executable, "-m", *cmd], check=True, cwd=ROOT)
         text = out.read_text(encoding="utf-8")
     # uv annotates each package with what requires it; a temporary input's path means nothing to a reader.
@@ -119,14 +116,15 @@ def current(path: Path) -> str:
 def write_cpu(digest: str) -> str:
     """locks/cpu.txt and locks/torch.txt; returns the whole resolution (the GPU lock's preferences)."""
     text = compile_lock([ROOT / "pyproject.toml"], CPU_EXTRAS, current(CPU_LOCK) + current(TORCH_LOCK))
-    hashed = [block for name, _, block in entries(text) if not TORCH_BUILD.match(name)]
-    build = [f"{name}=={version}" for name, version, _ in entries(text) if TORCH_BUILD.match(name)]
+    resolved = entries(text)
+    hashed = [block for name, _, block in resolved if not TORCH_BUILD.match(name)]
+    build = [f"{name}=={version}" for name, version, _ in resolved if TORCH_BUILD.match(name)]
     CPU_LOCK.write_text(HEADER.format(what="Every package of `make install` but torch's build (locks/torch.txt), "
                                            "with its hashes.", digest=digest) + "\n".join(hashed) + "\n",
                         encoding="utf-8")  # fmt: skip
     UV_LOCK.write_text(HEADER.format(what="uv, which `make install` installs the other locks with (its entry of "
                                           "locks/cpu.txt).", digest=digest)
-                       + "".join(block for name, _, block in entries(text) if name == "uv") + "\n", encoding="utf-8")  # fmt: skip
+                       + "".join(block for name, _, block in resolved if name == "uv") + "\n", encoding="utf-8")  # fmt: skip
     TORCH_LOCK.write_text(HEADER.format(what="torch's build, versions only (a constraint of `make install`): the CUDA "
                                              "and CPU builds of one version are different files.", digest=digest)
                           + "\n".join(build) + "\n", encoding="utf-8")  # fmt: skip

@@ -132,16 +132,15 @@ def wemath_scoring():
         try:
             return original_scores(metrics, total_count)
         except ZeroDivisionError:
-            # Only the two rote-memorisation rates divide by anything but total_count: count them as 0 of 1.
-            guarded = {key: rows for key, rows in metrics.items()}
-            for kind in ("loose", "strict"):
-                if all(len(metrics[f"steps{s}_filtered_rows_{n}_{kind}"]) == 0 for s in (2, 3) for n in (1, 4)):
-                    guarded[f"steps2_filtered_rows_4_{kind}"] = [None]  # one pseudo-row: x / (0 + 1) = 0
-            total_counts, rates = original_scores(guarded, total_count)
-            for kind in ("loose", "strict"):
-                if guarded[f"steps2_filtered_rows_4_{kind}"] is not metrics[f"steps2_filtered_rows_4_{kind}"]:
-                    total_counts[f"CompleteMastery_{kind}"] -= 1
-                    rates[f"CompleteMastery_{kind}_rate"] = "{:.2%}".format(total_counts[f"CompleteMastery_{kind}"] / total_count)
+            # Only the rote-memorisation rates divide by anything but total_count: where no problem is mastered or
+            # memorised, one pseudo mastered row makes that rate 0 / 1; the mastery count and rate are then its own.
+            empty = [kind for kind in ("loose", "strict")
+                     if not any(len(metrics[f"steps{s}_filtered_rows_{n}_{kind}"]) for s in (2, 3) for n in (1, 4))]  # fmt: skip
+            total_counts, rates = original_scores({**metrics, **{f"steps2_filtered_rows_4_{k}": [None] for k in empty}},
+                                                  total_count)  # fmt: skip
+            for kind in empty:
+                total_counts[f"CompleteMastery_{kind}"] = 0
+                rates[f"CompleteMastery_{kind}_rate"] = "{:.2%}".format(0)
             return total_counts, rates
 
     had = hasattr(pd.DataFrame, "_append")
