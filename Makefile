@@ -35,10 +35,12 @@ run: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m flows.pipeline
 
 # The paper profile's code path at tiny scale on CPU: Hub-layout mirrors, 2 training and 2 evaluation
-# processes, sharded checkpoints, full tuning and LoRA. Each profile runs in .runs/<profile>.
+# processes, sharded checkpoints, full tuning and LoRA, the judged benchmarks asked of a stand-in judge on 127.0.0.1
+# (satori.evaluation.stand_in_judge). Each profile runs in .runs/<profile>.
 rehearse: $(STAMP)
 	$(PY) -m satori.data.mirrors --out .rehearsal
-	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal
+	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" \
+		$(PY) -m satori.evaluation.stand_in_judge --run $(PY) -m flows.pipeline --profile rehearsal
 	PATH="$(abspath $(VENV))/bin:$$PATH" SATORI_MIRROR="$(abspath .rehearsal)" $(PY) -m flows.pipeline --profile rehearsal_lora
 
 # The default run (`make run`; DVC reuses it if it is up to date) and its control, the same run with the rewards

@@ -39,10 +39,8 @@ def main(argv: list[str] | None = None) -> None:
                     fetch_official_tsv(spec.name, params.mirror, out)
                 elif spec.free_form:
                     synthetic.write_benchmark_tsv(tsv, synthetic.free_form_rows(questions=spec.questions, seed=spec.seed))
-                elif spec.kind == "synthetic_olympiadbench":
-                    synthetic.write_benchmark_tsv(tsv, synthetic.olympiad_rows(questions=spec.questions, seed=spec.seed))
-                elif spec.kind == "synthetic_wemath":
-                    synthetic.write_benchmark_tsv(tsv, synthetic.wemath_rows(problems=spec.questions, seed=spec.seed))
+                elif spec.scored_as:  # a stand-in in that benchmark's layout
+                    synthetic.write_benchmark_tsv(tsv, synthetic.stand_in_rows(spec.kind, questions=spec.questions, seed=spec.seed))
                 else:
                     bench_rows = synthetic.benchmark_rows(
                         questions=spec.questions,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import copy_with_venv, pipeline_env, readme_commands, run_summary
+
+# The stand-in judge's key for this run (`make rehearse` passes the environment's on): no file may hold it.
+JUDGE_CANARY = "sk-judge-canary-" + uuid.uuid4().hex
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +28,7 @@ def rehearsal(tmp_path_factory):
     rehearsal_lora profiles."""
     work = tmp_path_factory.mktemp("rehearsal")
     repo = copy_with_venv(work / "checkout")
-    env = pipeline_env(work)
+    env = pipeline_env(work, SATORI_JUDGE_KEY=JUDGE_CANARY)
     done = subprocess.run(["bash", "-c", readme_commands("rehearse")[0]], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=2400)  # fmt: skip
     (work / "rehearse.log").write_text(done.stdout + done.stderr)
@@ -151,12 +155,88 @@ def test_evaluation_ran_on_two_processes_and_scored_every_question(rehearsal):
     repo, *_ = rehearsal
     scores = json.loads((repo / ".runs/rehearsal/reports/evaluate_base.json").read_text())
     assert scores["base"]["SatoriTiny_MMBench"]["predictions"] == 32 and scores["base"]["SatoriTiny_MMStar"]["predictions"] == 16
+    assert stage_run(rehearsal, "evaluate_base").data.params["evaluate.nproc_per_node"] == "2"
+
+
+def stage_run(rehearsal, stage: str):
+    """The MLflow run of one stage of the rehearsal profile's run."""
     import mlflow
 
     _, env, results = rehearsal
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    run = client.search_runs(
+    return client.search_runs(
         [client.get_experiment_by_name("satori-rehearsal").experiment_id],
-        f"tags.`mlflow.parentRunId` = '{results['rehearsal']['mlflow_run_id']}' and tags.`satori.stage` = 'evaluate_base'",
+        f"tags.`mlflow.parentRunId` = '{results['rehearsal']['mlflow_run_id']}' and tags.`satori.stage` = '{stage}'",
     )[0]
-    assert run.data.params["evaluate.nproc_per_node"] == "2"
+
+
+def test_the_judged_stand_ins_went_through_a_judge_whose_key_no_file_holds(rehearsal):
+    """The paper profile's judged path: the stand-ins of MathVista, MATH-Vision and MathVerse scored by their own
+    judged evaluate() through the stand-in judge on 127.0.0.1; each number's rule, the judge-free score, the agreement
+    and the judge recorded in the report, MLflow and the card; the canary key in no file the pipeline wrote."""
+    import pandas as pd
+
+    repo, *_ = rehearsal
+    run_dir = repo / ".runs/rehearsal"
+    evaluation = json.loads((run_dir / "reports/evaluate.json").read_text())
+    rules = json.loads((run_dir / "reports/evaluate/scoring.json").read_text())["benchmarks"]
+    console = (repo.parent / "rehearse.log").read_text()
+    assert "stand-in judge: " in console and ", 0 refused" in console
+    for name, module in (("SatoriTiny_MathVista", "mathvista"), ("SatoriTiny_MathVision", "mathv"),
+                         ("SatoriTiny_MathVerse", "mathverse")):  # fmt: skip
+        row = evaluation[name]
+        assert row["judge"]["model"] == "stand-in-judge" and row["judge"]["host"] == "127.0.0.1"
+        assert f"vlmeval/dataset/utils/{module}.py sha256 " in row["judge"]["prompt"]
+        assert "with the judge (evaluate.judge" in rules[name] and "judge-free" in rules[name]
+        for label, report in (("base", "evaluate_base"), ("trained", "evaluate")):
+            # The judge's verdicts as VLMEvalKit wrote them, recounted here by each benchmark's rule (the judge's
+            # extraction `res` against the reference; MathVerse: the judge's 0/1 `score`), and the judge-free rule's
+            # verdicts on what the tiny model answers, by hand: an option letter, or a number equal to the reference.
+            suffix = "_judge_score" if module == "mathverse" else "_judge"
+            judged = pd.read_csv(run_dir / f"reports/{report}/{label}_satori-{label}_{name}{suffix}.tsv", sep="\t",
+                                 dtype=str, keep_default_na=False)  # fmt: skip
+            assert len(judged) == 6
+            if module == "mathvista":
+                multi = judged["question_type"] == "multi_choice"
+                reference = judged["answer_option"].where(multi, judged["answer"])
+            else:
+                reference = judged["answer"]
+            if module == "mathverse":
+                verdicts = [v == "True" for v in judged["score"]]
+            else:
+                verdicts = [same(res, ref, integer=module == "mathvista") for res, ref in zip(judged["res"], reference)]
+            rule = [same(pred, ref) for pred, ref in zip(judged["prediction"], reference)]
+            assert row[label] == pytest.approx(sum(verdicts) / 6)
+            assert row[f"{label}_judge_free"] == pytest.approx(sum(rule) / 6)
+            assert row[f"{label}_judge_agreement"] == pytest.approx(sum(a == b for a, b in zip(verdicts, rule)) / 6)
+            assert row[f"{label}_judge_failures"] == 0
+        paper = {"MathVista": (61.2, 67.4), "MathVision": (21.2, 26.1), "MathVerse": (47.6, 39.8)}  # the project page's
+        assert (row["paper"]["base"], row["paper"]["trained"]) == paper[name.removeprefix("SatoriTiny_")]
+        assert f"{name}: judge-free " in console
+    # An offline rule benchmark beside them, its rule named.
+    assert "MathJudger" in rules["SatoriTiny_OlympiadBench"] and "paper" in evaluation["SatoriTiny_OlympiadBench"]
+    card = (run_dir / "publish/hub/README.md").read_text()
+    assert "Judged benchmarks" in card and "`stand-in-judge` at 127.0.0.1" in card
+    run = stage_run(rehearsal, "evaluate")
+    assert run.data.params["judge.SatoriTiny_MathVista.model"] == "stand-in-judge"
+    assert run.data.params["judge.SatoriTiny_MathVista.host"] == "127.0.0.1"
+    assert "SatoriTiny_MathVerse.trained_judge_free" in run.data.metrics
+    assert "SatoriTiny_MathVerse.trained_judge_agreement" in run.data.metrics
+    # The key: in no file under the test's folder (the checkout, its runs, DVC's cache, MLflow's store, the log).
+    searched = [p for p in repo.parent.rglob("*") if ".git" not in p.parts and ".venv" not in p.parts]
+    assert len(searched) > 100
+    for path in searched:
+        if path.is_file() and not path.is_symlink():
+            assert JUDGE_CANARY.encode() not in path.read_bytes(), path
+
+
+def same(answer: str, reference: str, integer: bool = False) -> bool:
+    """An answer the tiny model gives (a letter, a number, a word) equal to the reference: the same letter (brackets
+    and a closing stop aside), the same number (as integers where the rule reads int()), else the same word."""
+    answer = answer.strip()
+    if len(reference) == 1 and reference.isupper():
+        return answer.strip("().:") == reference
+    try:
+        return int(answer) == int(reference) if integer else float(answer) == float(reference)
+    except ValueError:
+        return bool(answer) and answer.casefold() == reference.casefold()

@@ -163,17 +163,23 @@ class BaseModelParams(Section):
         return self
 
 
-# Which official benchmarks this pipeline scores offline, and which VLMEvalKit scores only with an LLM judge
-# (GPT through the OpenAI API extracts each answer before matching: a local rule would be another number than the
-# paper's). The names live here, so that loading a profile refuses a judged benchmark; how each is scored, in words,
-# is satori.evaluation.scoring's (evaluation), which no training stage imports. OlympiadBench and WeMath are
+# Which official benchmarks this pipeline scores offline, and which VLMEvalKit scores only with an LLM judge. The names
+# live here, so that loading a profile refuses a judged benchmark without a judge (evaluate.judge); how each is scored,
+# in words, is satori.evaluation.scoring's (evaluation), which no training stage imports. OlympiadBench and WeMath are
 # offline: VLMEvalKit 0.0.19's OlympiadBench.evaluate scores with its rule-based MathJudger unless
 # olympiad_use_api_judger is passed, and WeMath.evaluate takes model='exact_matching' (read in its source).
+# MathVista, MathVision and MathVerse build a judge and assert it works (image_vqa.py): they need one.
 OFFLINE_BENCHMARKS = ("MMBench_DEV_EN", "MMBench_DEV_EN_V11", "MMStar", "MMMU_DEV_VAL", "OlympiadBench", "WeMath")
-JUDGED_PREFIXES = ("MathVista", "MathVision", "MathVerse")
+JUDGED_BENCHMARKS = ("MathVista_MINI", "MathVision", "MathVision_MINI", "MathVerse_MINI")
 # Synthetic benchmarks: MMBench-, MMStar-shaped and free-form ones of the project's own, and stand-ins in the TSV
 # layout of a VLMEvalKit benchmark whose own evaluate() scores them (STAND_INS: kind -> that benchmark).
-STAND_INS = {"synthetic_olympiadbench": "OlympiadBench", "synthetic_wemath": "WeMath"}
+STAND_INS = {
+    "synthetic_olympiadbench": "OlympiadBench",
+    "synthetic_wemath": "WeMath",
+    "synthetic_mathvista": "MathVista_MINI",
+    "synthetic_mathvision": "MathVision",
+    "synthetic_mathverse": "MathVerse_MINI",
+}
 SYNTHETIC_KINDS = ("synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", *STAND_INS)
 # OlympiadBench's sources, as VLMEvalKit 0.0.19's OlympiadBench.evaluate tabulates them: it divides by each one's
 # count, so a file (a stand-in too) holds every one of them.
@@ -187,25 +193,24 @@ BENCHMARK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class JudgeRequired(ValueError):
-    """An official benchmark VLMEvalKit scores only with an LLM judge, or one with no known offline rule."""
+    """A benchmark VLMEvalKit scores only with an LLM judge in a profile without one, or one with no known rule."""
+
+
+def judged_benchmark(name: str) -> bool:
+    """Whether VLMEvalKit scores this official benchmark (or a stand-in's: BenchmarkSpec.scored_as) with a judge."""
+    return name in JUDGED_BENCHMARKS
 
 
 def check_scorable(name: str, kind: str) -> None:
-    """JudgeRequired, naming the benchmark, unless this pipeline can score it offline."""
-    if kind in SYNTHETIC_KINDS:
+    """JudgeRequired, naming the benchmark, unless this pipeline knows how VLMEvalKit scores it (offline, or through
+    the judge evaluate.judge names)."""
+    if kind in SYNTHETIC_KINDS or judged_benchmark(name):
         return
-    if name.startswith(JUDGED_PREFIXES):
-        raise JudgeRequired(
-            f"benchmark {name}: VLMEvalKit scores it with an LLM judge (GPT through the OpenAI API, "
-            f"OPENAI_API_KEY) that extracts each answer; this pipeline scores without one, offline, so it "
-            f"cannot report {name} as the paper did. Remove it from benchmarks.items (offline rules: "
-            f"{', '.join(OFFLINE_BENCHMARKS)})"
-        )
     if name not in OFFLINE_BENCHMARKS:
         raise JudgeRequired(
-            f"benchmark {name}: no offline scoring rule is known for it here (known: {', '.join(OFFLINE_BENCHMARKS)}); "
-            f"add it to satori.core.config.OFFLINE_BENCHMARKS and satori.evaluation.scoring.OFFICIAL_RULES once its VLMEvalKit "
-            f"evaluate() is checked to need no judge"
+            f"benchmark {name}: no scoring rule is known for it here (offline: {', '.join(OFFLINE_BENCHMARKS)}; with "
+            f"a judge: {', '.join(JUDGED_BENCHMARKS)}); add it to satori.core.config.OFFLINE_BENCHMARKS (or "
+            f"JUDGED_BENCHMARKS) and satori.evaluation.scoring.OFFICIAL_RULES once its VLMEvalKit evaluate() is read"
         )
 
 
@@ -213,7 +218,8 @@ class BenchmarkSpec(Section):
     name: str
     # synthetic_vqa: free-form questions (no options), the non-multiple-choice path at tiny scale.
     kind: Literal["synthetic_mmbench", "synthetic_mmstar", "synthetic_vqa", "synthetic_olympiadbench",
-                  "synthetic_wemath", "official"]  # fmt: skip
+                  "synthetic_wemath", "synthetic_mathvista", "synthetic_mathvision", "synthetic_mathverse",
+                  "official"]  # fmt: skip
     questions: int = Field(default=0, ge=0)
     seed: int = 0
     task: Literal["shapes", "color_cue"] = "shapes"  # of a synthetic kind: satori.data.synthetic.TASKS
@@ -227,14 +233,20 @@ class BenchmarkSpec(Section):
         """The VLMEvalKit benchmark whose TSV layout and evaluate() this one has; '' for an MCQ or free-form one."""
         if self.kind in STAND_INS:
             return STAND_INS[self.kind]
-        return self.name if self.kind == "official" and self.name in STAND_INS.values() else ""
+        official = self.kind == "official" and (self.name in STAND_INS.values() or judged_benchmark(self.name))
+        return self.name if official else ""
+
+    @property
+    def judged(self) -> bool:
+        """Scored by VLMEvalKit's judged evaluate(): the judge evaluate.judge names."""
+        return judged_benchmark(self.scored_as)
 
     @model_validator(mode="after")
     def _scorable(self) -> BenchmarkSpec:
         # The name becomes file names (its TSV, its gallery, VLMEvalKit's results): a plain name, no path.
         if not BENCHMARK_NAME.fullmatch(self.name) or ".." in self.name:
             raise ValueError(f"name {self.name!r}: letters, digits, '_', '-' and '.' only (it names files)")
-        check_scorable(self.name, self.kind)  # a benchmark only an LLM judge can score fails here, named
+        check_scorable(self.name, self.kind)  # a benchmark no known rule scores fails here, named
         least = {"synthetic_olympiadbench": 10, "synthetic_wemath": 2}.get(self.kind, 1)
         if self.kind != "official" and self.questions < least:
             # An OlympiadBench stand-in holds each of its 10 sources; a WeMath one a two- and a three-step problem.
@@ -387,6 +399,70 @@ class TrainParams(Section):
         return self.nproc_per_node * self.nnodes
 
 
+# Model names VLMEvalKit's OpenAIWrapper sends elsewhere than the api_base it is given (vlmeval/api/gpt.py: 'ernie'
+# goes to Baidu's API, a 'gemini' 'preview' to Google's): such a judge would not be the endpoint params name.
+REROUTED_JUDGE_MODELS = (("ernie",), ("gemini", "preview"))
+
+
+class JudgeParams(Section):
+    """An OpenAI-compatible chat endpoint that judges MathVista, MathVision and MathVerse (a hosted API, or vLLM or
+    LMDeploy serving a model). The key is read from the environment variable key_env, never from params."""
+
+    model: str = Field(pattern=r"^\S{1,200}$")  # the served model's name, as the endpoint knows it
+    # The endpoint's OpenAI base URL (`.../v1`; VLMEvalKit posts to <base_url>/chat/completions); $VARIABLES are
+    # expanded when the evaluate stages run (a local server's port differs between runs).
+    base_url: str = Field(pattern=r"^(https?://|\$)\S+$")
+    key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    nproc: int = Field(default=4, ge=1, le=64)  # questions judged at once (VLMEvalKit's threads)
+    retry: int = Field(default=3, ge=1, le=20)  # tries of one request before VLMEvalKit counts it failed
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> JudgeParams:
+        for parts in REROUTED_JUDGE_MODELS:
+            if all(part in self.model.lower() for part in parts):
+                raise ValueError(f"model {self.model!r}: VLMEvalKit 0.0.19 sends a model named with "
+                                 f"{' and '.join(map(repr, parts))} to its own API, not to base_url")  # fmt: skip
+        if not self.base_url.startswith("$"):
+            check_judge_url(self.base_url)
+        return self
+
+    @property
+    def url(self) -> str:
+        """base_url with its $VARIABLES expanded; ParamsError naming an unset one or a URL that is not one."""
+        import os
+
+        expanded = os.path.expandvars(self.base_url)
+        unset = re.findall(r"\$\{?(\w+)", expanded)
+        if unset:
+            raise ParamsError(f"evaluate.judge.base_url {self.base_url!r}: {', '.join(unset)} not set")
+        try:
+            check_judge_url(expanded)
+        except ValueError as err:
+            raise ParamsError(f"evaluate.judge.base_url {self.base_url!r}: {err}") from None
+        return expanded.rstrip("/")
+
+    @property
+    def url_host(self) -> str:
+        """The host of the judge's URL: what the report, MLflow and the card record of it (not its port: a local
+        server's changes between runs, which would change the report's bits)."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.url).hostname
+
+
+def check_judge_url(url: str) -> None:
+    """ValueError unless url is an http(s) URL with a host and no credentials in it (the key has its own variable)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("a URL with credentials in it: the key belongs in the variable key_env names, not in params")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: the endpoint's base URL takes no query or fragment")
+
+
 class EvaluateParams(Section):
     # Processes under torch.distributed.run, each answering its shard (one per GPU).
     nproc_per_node: int = Field(default=1, ge=1)
@@ -400,6 +476,8 @@ class EvaluateParams(Section):
     min_pixels: int = Field(gt=0)
     max_pixels: int = Field(gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The LLM judge of MathVista, MathVision and MathVerse; none: a profile cannot list them.
+    judge: JudgeParams | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> EvaluateParams:
@@ -447,6 +525,13 @@ class Profile(Section):
     def _trainable(self) -> Profile:
         if self.preprocess.val_fraction == 0:
             raise ValueError("preprocess.val_fraction: 0 leaves no validation split, which GRPO evaluates on")
+        judged = [spec.name for spec in self.benchmarks.items if spec.judged]
+        if judged and self.evaluate.judge is None:
+            raise JudgeRequired(
+                f"benchmarks.items: {', '.join(judged)} VLMEvalKit scores with an LLM judge: set evaluate.judge (model "
+                f"and base_url of an OpenAI-compatible endpoint) and put its key in the environment variable OPENAI_API_KEY "
+                f"(or the one evaluate.judge.key_env names), or remove them (README: Evaluation)"
+            )
         return self
 
 

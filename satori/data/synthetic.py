@@ -1,4 +1,4 @@
-"""Synthetic stand-ins for VQA-Verify, MMBench and MMStar (the embedded default).
+"""Synthetic stand-ins for VQA-Verify and the benchmarks (the embedded default).
 
 Images are a few coloured shapes on a plain background, at varied sizes and
 aspect ratios. Every question has an exact answer and every relevant shape an
@@ -279,6 +279,98 @@ def wemath_rows(*, problems: int, seed: int) -> list[dict]:
                          "knowledge concept": rng.choice(WEMATH_CONCEPTS), "question": question,
                          **dict(zip(OPTION_LETTERS, options)), "answer": letter, "image": _b64_png(scene.render())})  # fmt: skip
     return rows
+
+
+def _judged_question(rng: random.Random, scene: Scene, i: int) -> tuple[str, list[str], str]:
+    """A judged stand-in's question, multiple-choice (even i: a colour, its options) or free-form (how many shapes):
+    (question, options (none for free-form), the answer: the correct option's text, or the count)."""
+    if i % 2 == 0:
+        question, options, letter, _, _ = _shapes_question(rng, scene)
+        return question, options, options[OPTION_LETTERS.index(letter)]
+    return "How many shapes are in the image?", [], str(len(scene.shapes))
+
+
+def _lettered_question(rng: random.Random, scene: Scene, i: int) -> tuple[str, list[str], str]:
+    """_judged_question as MATH-Vision and MathVerse write one: the options in the question, the answer a letter."""
+    question, options, answer = _judged_question(rng, scene, i)
+    if options:
+        return f"{question}\nChoices:\n{_choices_text(options)}", options, OPTION_LETTERS[options.index(answer)]
+    return question, options, answer
+
+
+def _choices_text(options: list[str]) -> str:
+    return "\n".join(f"({letter}) {option}" for letter, option in zip(OPTION_LETTERS, options))
+
+
+def mathvista_rows(*, questions: int, seed: int) -> list[dict]:
+    """A MathVista stand-in in MathVista_MINI's TSV columns (the ones VLMEvalKit's MathVista reads): question_type
+    multi_choice (its `choices` a Python list, `answer` the option's text, `answer_option` its letter) or free_form
+    (answer_type integer), the question with its hint and choices as MathVista writes them, a task and skills."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(questions):
+        scene = random_scene(rng)
+        question, options, answer = _judged_question(rng, scene, i)
+        if options:
+            hint = "Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end."
+            text, kind = f"{hint}\nQuestion: {question}\nChoices:\n{_choices_text(options)}", "multi_choice"
+            letter, answer_type, task = OPTION_LETTERS[options.index(answer)], "text", "figure question answering"
+        else:
+            hint = "Hint: Please answer the question requiring an integer answer and provide the final value, e.g., 1, 2, 3, at the end."
+            text, kind, letter, answer_type, task = f"{hint}\nQuestion: {question}", "free_form", "", "integer", "math word problem"
+        rows.append({"index": i, "question": text, "answer": answer, "question_type": kind, "answer_type": answer_type,
+                     "choices": repr(options) if options else "None", "answer_option": letter, "precision": "",
+                     "unit": "", "task": task, "skills": repr(["numeric commonsense" if not options else "logical reasoning"]),
+                     "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
+MATHVISION_SUBJECTS = ("descriptive geometry", "counting")  # MATH-Vision's, for a colour and a count question
+
+
+def mathvision_rows(*, questions: int, seed: int) -> list[dict]:
+    """A MATH-Vision stand-in in MathVision's TSV columns: `choices` a Python list (empty for a free-form question),
+    `answer` the option's letter or the value, the question with its options as MATH-Vision writes them, a subject
+    (`category`, what its table is split by) and a level."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(questions):
+        scene = random_scene(rng)
+        question, options, answer = _lettered_question(rng, scene, i)
+        rows.append({"index": i, "question": question, "answer": answer, "choices": repr(options),
+                     "category": MATHVISION_SUBJECTS[i % 2], "level": 1 + i % 5, "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
+MATHVERSE_VERSIONS = ("Text Dominant", "Vision Intensive", "Vision Only")
+
+
+def mathverse_rows(*, questions: int, seed: int) -> list[dict]:
+    """A MathVerse stand-in in MathVerse_MINI's TSV columns: `answer` the option's letter or the value,
+    `question_for_eval` (what its judge is shown), `metadata` (a dict's repr with subject and subfield, as MathVerse
+    writes it) and `problem_version` (its table's rows: each version in turn)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(questions):
+        scene = random_scene(rng)
+        question, options, answer = _lettered_question(rng, scene, i)
+        subfield = "color" if options else "count"
+        rows.append({"index": i, "question": question, "answer": answer, "question_for_eval": question,
+                     "metadata": repr({"split": "testmini", "source": "synthetic", "subject": "Plane Geometry",
+                                       "subfield": subfield}),
+                     "problem_version": MATHVERSE_VERSIONS[i % len(MATHVERSE_VERSIONS)], "query_cot": question,
+                     "image": _b64_png(scene.render())})  # fmt: skip
+    return rows
+
+
+def stand_in_rows(kind: str, *, questions: int, seed: int) -> list[dict]:
+    """The rows of a stand-in (a kind of satori.core.config.STAND_INS) in its benchmark's TSV layout; a WeMath
+    stand-in counts problems, the others questions."""
+    if kind == "synthetic_wemath":
+        return wemath_rows(problems=questions, seed=seed)
+    rows = {"synthetic_olympiadbench": olympiad_rows, "synthetic_mathvista": mathvista_rows,
+            "synthetic_mathvision": mathvision_rows, "synthetic_mathverse": mathverse_rows}[kind]  # fmt: skip
+    return rows(questions=questions, seed=seed)
 
 
 def _shapes_question(rng: random.Random, scene: Scene) -> tuple[str, list[str], str, str, str]:

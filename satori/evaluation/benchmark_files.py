@@ -1,5 +1,5 @@
-"""Checking a benchmark TSV (VLMEvalKit's multiple-choice, free-form, OlympiadBench or WeMath layout) before any model
-is loaded.
+"""Checking a benchmark TSV (VLMEvalKit's multiple-choice, free-form, OlympiadBench, WeMath, MathVista, MATH-Vision or
+MathVerse layout) before any model is loaded.
 
 VLMEvalKit fails late and far from the cause on a broken file (a bare AssertionError
 in image_base.py for an image that does not decode, a pandas KeyError 17 frames deep
@@ -9,6 +9,7 @@ every row once and names the file, the row index and the column of the first pro
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import hashlib
@@ -17,7 +18,7 @@ import shutil
 import string
 from pathlib import Path
 
-from satori.core.config import OLYMPIAD_SOURCES
+from satori.core.config import OLYMPIAD_SOURCES, judged_benchmark
 from satori.core.errors import InputError
 from satori.core.files import file_md5
 from satori.core.hub import DownloadError, hub_offline
@@ -28,7 +29,11 @@ OPTION_COLUMNS = tuple(string.ascii_uppercase)
 LAYOUT_COLUMNS = {
     "OlympiadBench": ("final_answer", "answer_type", "is_multiple_answer", "unit", "error", "source"),
     "WeMath": ("answer", "ID", "key", "knowledge concept"),
+    "MathVista": ("question_type", "answer_type", "choices", "answer_option", "task", "skills"),
+    "MathVision": ("choices", "category"),
+    "MathVerse": ("question_for_eval", "metadata", "problem_version"),
 }
+MATHVISTA_ANSWER_TYPES = ("integer", "float", "text", "list")
 WEMATH_KEYS = {steps: {*(f"{steps}steps_{k}" for k in range(1, steps + 1)), f"{steps}steps_multi"} for steps in (2, 3)}
 # MMBench stores an image once; later rows with the same image hold the index of that row instead.
 MAX_IMAGE_REFERENCE_CHARS = 64
@@ -71,16 +76,17 @@ def validate_benchmark_tsv(path: Path, free_form: bool = False, scored_as: str =
     """Check every row of a benchmark TSV, multiple-choice (option columns A, B, ...; the answer one of them),
     free-form (the answer a non-empty text) or in the layout of the VLMEvalKit benchmark `scored_as` (OlympiadBench:
     free-form, its `final_answer` and every source its scoring divides by; WeMath: multiple-choice, each problem's
-    steps complete); returns the number of rows, raises BenchmarkFileError."""
+    steps complete; MathVista, MATH-Vision, MathVerse: the columns their judged scoring reads); returns the number of rows, raises BenchmarkFileError."""
     import pandas as pd
 
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except Exception as err:
         raise BenchmarkFileError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
-    olympiad = scored_as == "OlympiadBench"
-    free_form = free_form or olympiad
-    required = [c for c in REQUIRED_COLUMNS if not (olympiad and c == "answer")] + list(LAYOUT_COLUMNS.get(scored_as, ()))
+    olympiad, judged = scored_as == "OlympiadBench", judged_benchmark(scored_as)
+    family = next((name for name in LAYOUT_COLUMNS if scored_as.startswith(name)), "")
+    free_form = free_form or olympiad or judged  # no option columns: the options are in the question
+    required = [c for c in REQUIRED_COLUMNS if not (olympiad and c == "answer")] + list(LAYOUT_COLUMNS.get(family, ()))
     missing = [c for c in required if c not in table.columns]
     layout = f"the {scored_as} layout" if scored_as else "a free-form benchmark" if free_form else "a multiple-choice benchmark"
     if missing:
@@ -89,8 +95,9 @@ def validate_benchmark_tsv(path: Path, free_form: bool = False, scored_as: str =
             f"{'' if free_form else ' and option columns A, B, ...'}; it has {list(table.columns)}"
         )
     options = [c for c in OPTION_COLUMNS if c in table.columns]
-    if free_form and options:
-        # VLMEvalKit would take it for a multiple-choice benchmark (it has columns A and B).
+    if free_form and options and not judged:
+        # VLMEvalKit would take it for a multiple-choice benchmark (it has columns A and B); a judged benchmark's
+        # class is its own, whatever its columns.
         raise BenchmarkFileError(f"{path}: option columns {options} in a free-form benchmark; it has {list(table.columns)}")
     if not free_form and len(options) < 2:
         raise BenchmarkFileError(f"{path}: fewer than two option columns (A, B, ...); it has {list(table.columns)}")
@@ -108,6 +115,8 @@ def validate_benchmark_tsv(path: Path, free_form: bool = False, scored_as: str =
         answer = record["final_answer" if olympiad else "answer"].strip()
         if olympiad:
             _check_olympiad_row(record, where)
+        elif judged:
+            _check_judged_row(family, record, where)
         elif free_form:
             if not answer:
                 raise BenchmarkFileError(f"{where}, column 'answer': empty")
@@ -146,6 +155,64 @@ def _check_olympiad_row(record: dict, where: str) -> None:
             float(precision)
         except ValueError:
             raise BenchmarkFileError(f"{where}, column 'error': {record['error']!r} is not a precision") from None
+
+
+def _literal(record: dict, column: str, kind: type, where: str):
+    """A cell VLMEvalKit evaluates as a Python literal (a list of choices, skills), checked to be one of `kind`."""
+    try:
+        value = ast.literal_eval(record[column].strip())
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, kind):
+        raise BenchmarkFileError(f"{where}, column {column!r}: {record[column]!r} is not a Python {kind.__name__}")
+    return value
+
+
+def _check_judged_row(family: str, record: dict, where: str) -> None:
+    """A MathVista, MATH-Vision or MathVerse row as its judged evaluate() and table read it."""
+    answer = record["answer"].strip()
+    if not answer:
+        raise BenchmarkFileError(f"{where}, column 'answer': empty")
+    if family == "MathVista":
+        kind = record["question_type"]
+        if kind == "multi_choice":
+            choices = _literal(record, "choices", list, where)
+            letters = [chr(65 + i) for i in range(len(choices))]
+            if record["answer_option"] not in letters or choices[letters.index(record["answer_option"])] != answer:
+                raise BenchmarkFileError(f"{where}, column 'answer_option': {record['answer_option']!r} is not the letter "
+                                         f"of the answer {answer!r} among the choices {choices}")  # fmt: skip
+        elif kind == "free_form":
+            if record["answer_type"] not in MATHVISTA_ANSWER_TYPES:
+                raise BenchmarkFileError(f"{where}, column 'answer_type': {record['answer_type']!r} is not one of "
+                                         f"{list(MATHVISTA_ANSWER_TYPES)}")  # fmt: skip
+            number = {"integer": int, "float": float}.get(record["answer_type"])
+            try:
+                number and number(answer)
+            except ValueError:
+                raise BenchmarkFileError(f"{where}, column 'answer': {answer!r} is not an {record['answer_type']}") from None
+        else:
+            raise BenchmarkFileError(f"{where}, column 'question_type': {kind!r} is not multi_choice or free_form")
+        _literal(record, "skills", list, where)
+    elif family == "MathVision":
+        choices = _literal(record, "choices", list, where)
+        letters = [chr(65 + i) for i in range(len(choices))]
+        if choices and answer not in letters:
+            raise BenchmarkFileError(f"{where}, column 'answer': {answer!r} is not one of the choices' letters {letters}")
+        if not record["category"].strip():
+            raise BenchmarkFileError(f"{where}, column 'category': empty (MATH-Vision's table is split by it)")
+    else:  # MathVerse: its table reads the metadata as JSON once ' is replaced by " (MathVerse_acc)
+        import json
+
+        try:
+            metadata = json.loads(record["metadata"].replace("'", '"'))
+        except json.JSONDecodeError:
+            metadata = None
+        if not isinstance(metadata, dict) or not {"subject", "subfield"} <= metadata.keys():
+            raise BenchmarkFileError(f"{where}, column 'metadata': {record['metadata']!r} is not a dict with subject and "
+                                     f"subfield as MathVerse's scoring reads it")  # fmt: skip
+        for column in ("question_for_eval", "problem_version"):
+            if not record[column].strip():
+                raise BenchmarkFileError(f"{where}, column {column!r}: empty")
 
 
 def _check_wemath_problems(table, path: Path) -> None:

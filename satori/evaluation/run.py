@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from satori.core.config import BenchmarksParams, EvaluateParams, load_profile
+from satori.core.config import BenchmarksParams, EvaluateParams, JudgeParams, load_profile
 from satori.core.prompt import system_prompt
 from satori.core.files import write_json
 from satori.evaluation.scoring import scoring_rule
@@ -94,9 +94,17 @@ def reported_completions(report_dir: Path, label: str, benchmark: str) -> Path:
 
 
 def evaluate_variant(
-    label: str, model, benchmarks: BenchmarksParams, data_root: Path, work_dir: Path, rank: int, world: int
+    label: str,
+    model,
+    benchmarks: BenchmarksParams,
+    data_root: Path,
+    work_dir: Path,
+    rank: int,
+    world: int,
+    to_judge: list[tuple] | None = None,
 ) -> dict[str, Any]:
-    """Answer every benchmark with one adapter; rank 0 returns scores (other ranks an empty dict)."""
+    """Answer every benchmark with one adapter; rank 0 returns scores (other ranks an empty dict). A judged
+    benchmark is scored later (judge_pending): on rank 0 its (label, spec, dataset, predictions) go to to_judge."""
     import torch.distributed as dist
 
     from satori.evaluation.vlmeval_compat import build_vlmeval_dataset, vlmeval_api
@@ -129,7 +137,11 @@ def evaluate_variant(
             for record in records:
                 f.write(json.dumps({**record, "index": int(record["index"])}) + "\n")
         pred_file = api.get_pred_file_path(str(out_dir), model_name, spec.name)
-        accuracy, categories = scored(spec, dataset, pred_file)
+        if spec.judged:
+            to_judge.append((label, spec, dataset, pred_file))
+            accuracy, categories = None, {}
+        else:
+            accuracy, categories = offline_scores(spec, dataset, pred_file)
         results[spec.name] = {
             "accuracy": accuracy,
             "answer_shares": answer_shares(records),
@@ -141,8 +153,19 @@ def evaluate_variant(
     return results
 
 
-def scored(spec, dataset, pred_file: str) -> tuple[float, dict[str, float]]:
-    """A benchmark's number (a fraction) and its parts, by VLMEvalKit's own evaluate() without a judge (each rule in
+def judge_pending(scores: dict[str, dict], to_judge: list[tuple], judge: JudgeParams) -> None:
+    """The judged benchmarks' numbers into scores, by VLMEvalKit's judged evaluate() and evaluate.judge: each with
+    its parts, its judge-free score, the agreement and the judge (satori.evaluation.judging.judged_scores)."""
+    from satori.evaluation.judging import judged_scores
+
+    for label, spec, dataset, pred_file in to_judge:
+        print(f"[satori] {label} on {spec.name}: asking the judge {judge.model} at {judge.url_host}", flush=True)
+        accuracy, parts, judged = judged_scores(dataset, pred_file, spec.scored_as, judge)
+        scores[label][spec.name].update(judged, accuracy=accuracy, categories=parts)
+
+
+def offline_scores(spec, dataset, pred_file: str) -> tuple[float, dict[str, float]]:
+    """A benchmark's number (a fraction) and its parts by VLMEvalKit's own evaluate() without a judge (each rule in
     words: satori.evaluation.scoring.benchmark_rule); a free-form benchmark of the project's own (CustomVQADataset)
     has none: VLMEvalKit's VQA rule."""
     if spec.free_form:
@@ -230,12 +253,10 @@ def run_inference(spec_file: Path) -> None:
         answer_extraction=params.answer_extraction,
         device=device if params.device == "auto" else params.device,
     )
-    scores = {}
+    scores, to_judge = {}, []
     for label, instruction in spec["variants"].items():
         model.generator.append_instruction = instruction  # the variant: with or without the instruction
-        scores[label] = evaluate_variant(label, model, profile.benchmarks, data_root, work_dir, rank, world)
-    if rank == 0:
-        write_json(work_dir / "results.json", scores)
+        scores[label] = evaluate_variant(label, model, profile.benchmarks, data_root, work_dir, rank, world, to_judge)
     if world > 1:
         import torch.distributed as dist
 
@@ -243,6 +264,11 @@ def run_inference(spec_file: Path) -> None:
         # gloo's threads still run aborts ("terminate called without an active exception").
         dist.barrier()
         dist.destroy_process_group()
+    if rank == 0:
+        # The judge is asked once every rank has answered and the group is gone: a judge takes as long as its
+        # endpoint needs, and ranks waiting in a collective meanwhile would time out (NCCL's default: 10 minutes).
+        judge_pending(scores, to_judge, params.judge)
+        write_json(work_dir / "results.json", scores)
 
 
 def score_model(
@@ -278,6 +304,7 @@ def score_model(
     report_dir.mkdir(parents=True)
     for label in variants:
         for produced in sorted((work_dir / label).iterdir()):
+            # VLMEvalKit's tables, the judge's verdicts among them; not its .pkl caches of the judge's replies
             if produced.is_file() and produced.suffix in {".tsv", ".csv", ".jsonl"}:
                 shutil.copy2(produced, report_dir / f"{label}_{produced.name}")  # see reported_completions
     rules = {label: scoring_rule(instructed, params.answer_extraction) for label, instructed in variants.items()}
@@ -302,6 +329,12 @@ def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams, paper: dict
         }
         if "base_no_instruction" in scores:
             row["base_no_instruction"] = scores["base_no_instruction"][spec.name]["accuracy"]
+        if spec.judged:  # beside the judge's number, a rule's, and how often the two agree (issue 32)
+            for label, result in scores.items():
+                row[f"{label}_judge_free"] = result[spec.name]["judge_free_accuracy"]
+                row[f"{label}_judge_agreement"] = result[spec.name]["judge_agreement"]
+                row[f"{label}_judge_failures"] = result[spec.name]["judge_failures"]
+            row["judge"] = trained["judge"]
         for label, result in scores.items():
             row[f"{label}_answer_shares"] = result[spec.name]["answer_shares"]
             row[f"{label}_answer_tag_rate"] = result[spec.name]["answer_tag_rate"]
@@ -314,8 +347,9 @@ def summarize(scores: dict[str, dict], benchmarks: BenchmarksParams, paper: dict
             }
             for category in base["categories"]
         }
-        if spec.name in (paper or {}):
-            row["paper"] = paper[spec.name]
+        published = (paper or {}).get(spec.scored_as or spec.name)  # a stand-in: the row of the benchmark it stands for
+        if published:
+            row["paper"] = published
         metrics[spec.name] = row
     return metrics
 

@@ -5,7 +5,8 @@ Said in the report folder (scoring.json), on the MLflow runs (params scoring.*) 
 
 from __future__ import annotations
 
-from satori.core.config import STAND_INS, EvaluateParams, check_scorable
+from satori.core.config import STAND_INS, EvaluateParams, check_scorable, judged_benchmark
+from satori.evaluation.judging import judge_free_rule
 
 
 def scoring_rule(instructed: bool, answer_extraction: str) -> str:
@@ -53,6 +54,26 @@ WEMATH_RULE = (
     "row's answer, per step and per composite question; the number is WeMath's strict score, (525 - 0.5 x inadequate "
     "generalisation - rote memorisation - insufficient knowledge) / 525, over its 525 problems; no judge model"
 )
+# The judged three (VLMEvalKit 0.0.19, vlmeval/dataset/image_vqa.py, without use_verifier): the judge is
+# evaluate.judge, asked with VLMEvalKit's own prompts; each number is the library's own table's.
+JUDGE = "the judge (evaluate.judge: model, endpoint host and VLMEvalKit's prompt version recorded beside the number)"
+MATHVISTA_RULE = (
+    f"VLMEvalKit's MathVista.evaluate with {JUDGE}: an answer its post_check reads as it stands (an option letter "
+    "can_infer finds, an integer equal to the answer) is kept, any other is extracted by the judge from its few-shot "
+    "prompt; right when the extraction is the row's answer_option letter (multiple choice) or equal to the answer as "
+    "its answer_type (integer, float; a text answer never is, as post_check compares str(None)); the number is its "
+    "table's Overall row"
+)
+MATHVISION_RULE = (
+    f"VLMEvalKit's MathVision.evaluate with {JUDGE}: an option letter can_infer finds in the answer is kept, any other "
+    "answer is extracted by the judge; right when is_equal holds (equal text, equal numbers within 1e-6, or equal "
+    "as LaTeX read by latex2sympy2_extended); the number is its table's Overall row"
+)
+MATHVERSE_RULE = (
+    f"VLMEvalKit's MathVerse.evaluate with {JUDGE}: the judge extracts each answer, an extraction equal to the "
+    "reference counts right, any other the judge scores 1 or 0 against it; the number is the share of every question "
+    "judged right (its table has a row per problem version, no overall row)"
+)
 OFFICIAL_RULES = {
     "MMBench_DEV_EN": MMBENCH_RULE,
     "MMBench_DEV_EN_V11": MMBENCH_RULE,
@@ -60,11 +81,14 @@ OFFICIAL_RULES = {
     "MMMU_DEV_VAL": PER_QUESTION_RULE + " (VLMEvalKit's MMMU split: its multiple-choice questions)",
     "OlympiadBench": OLYMPIAD_RULE,
     "WeMath": WEMATH_RULE,
+    "MathVista_MINI": MATHVISTA_RULE,
+    "MathVision": MATHVISION_RULE,
+    "MathVision_MINI": MATHVISION_RULE,
+    "MathVerse_MINI": MATHVERSE_RULE,
 }
 # The SATORI-R1 paper's table (its project page), accuracy %, by VLMEvalKit's benchmark names: the base model and
 # SATORI-3B trained from it. Beside ours (report, console, card) when the base model is that model. The paper does
-# not say which MMBench split (DEV_EN is VLMEvalKit's default), and its "MMMU" is the validation split; the
-# judged three are the paper's numbers only, until a judge scores them here.
+# not say which MMBench split (DEV_EN is VLMEvalKit's default), and its "MMMU" is the validation split.
 PAPER_RESULTS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": {
         "MathVista_MINI": {"base": 61.2, "trained": 67.4},
@@ -80,8 +104,12 @@ PAPER_RESULTS = {
 
 
 def benchmark_rule(name: str, kind: str) -> str:
-    """How a benchmark's answers are matched; satori.core.config.JudgeRequired for one this pipeline cannot score."""
+    """How a benchmark's answers are matched; satori.core.config.JudgeRequired for one this pipeline cannot score.
+    A judged benchmark's rule also says how its judge-free number beside it is made."""
     check_scorable(name, kind)
+    scored_as = STAND_INS.get(kind, name if kind == "official" else "")
+    if judged_benchmark(scored_as):
+        return f"{OFFICIAL_RULES[scored_as]}; beside it, {judge_free_rule()}"
     if kind == "synthetic_vqa":
         return FREE_FORM_RULE
     if kind == "synthetic_mmbench":

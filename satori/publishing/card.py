@@ -46,12 +46,11 @@ def markdown_text(value: object) -> str:
     return "".join("\\" + ch if ch in "\\`*[]()#|~!" else ch for ch in text)
 
 
-def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) -> str:
-    """Base against trained (%) per benchmark; the paper's numbers beside them where it reports this base
-    model on this benchmark (PAPER_RESULTS)."""
+def evaluation_table(metrics: dict[str, dict]) -> str:
+    """Base against trained (%) per benchmark; the paper's numbers beside them where the report has them (the paper
+    reports this base model on this benchmark: satori.evaluation.run.summarize)."""
     with_plain = all("base_no_instruction" in row for row in metrics.values())
-    paper = PAPER_RESULTS.get(base_model or "", {})
-    with_paper = any(name in paper for name in metrics)
+    with_paper = any("paper" in row for row in metrics.values())
     header = "| Benchmark | Base | Trained | Δ |" + (" Base, no SATORI instruction |" if with_plain else "")
     header += " Paper: base | Paper: SATORI | Trained − paper |" if with_paper else ""
     lines = [header, "|---|---:|---:|---:|" + ("---:|" if with_plain else "") + ("---:|" * 3 if with_paper else "")]
@@ -59,7 +58,7 @@ def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) ->
         line = f"| {markdown_text(name)} | {100 * row['base']:.1f} | {100 * row['trained']:.1f} | {100 * row['delta']:+.1f} |"
         line += f" {100 * row['base_no_instruction']:.1f} |" if with_plain else ""
         if with_paper:
-            published = paper.get(name)
+            published = row.get("paper")
             if published:
                 difference = 100 * row["trained"] - published["trained"]
                 line += f" {published['base']:.1f} | {published['trained']:.1f} | {difference:+.1f} |"
@@ -67,6 +66,29 @@ def evaluation_table(metrics: dict[str, dict], base_model: str | None = None) ->
                 line += " - | - | - |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def judged_table(metrics: dict[str, dict]) -> list[str]:
+    """The judged benchmarks (%): the judge's number beside the judge-free one, how often the two agree, the judge
+    calls that failed, and each benchmark's judge (model, host, VLMEvalKit's prompt version); none: no lines."""
+    judged = {name: row for name, row in metrics.items() if "judge" in row}
+    if not judged:
+        return []
+    lines = ["Judged benchmarks: the judge's number, a rule's without a judge, and the share of questions where the two "
+             "agree (base | trained):", "",
+             "| Benchmark | Base | Base, judge-free | Trained | Trained, judge-free | Agreement | Judge calls failed |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, row in judged.items():
+        agreement = " \\| ".join(f"{100 * row[f'{label}_judge_agreement']:.0f}%" for label in ("base", "trained"))
+        failed = row["base_judge_failures"] + row["trained_judge_failures"]
+        lines.append(f"| {markdown_text(name)} | {100 * row['base']:.1f} | {100 * row['base_judge_free']:.1f} | "
+                     f"{100 * row['trained']:.1f} | {100 * row['trained_judge_free']:.1f} | {agreement} | {failed} |")  # fmt: skip
+    lines.append("")
+    for name, row in judged.items():
+        judge = row["judge"]
+        lines.append(f"- {markdown_text(name)}: judged by `{markdown_text(judge['model'])}` at "
+                     f"{markdown_text(judge['host'])}, prompts of {markdown_text(judge['prompt'])}.")  # fmt: skip
+    return ["", *lines]
 
 
 def category_table(metrics: dict[str, dict]) -> str:
@@ -108,10 +130,11 @@ def model_card(
         "",
         "Accuracy (%) through VLMEvalKit, base model against this one:",
         "",
-        evaluation_table(evaluation, base_id),
+        evaluation_table(evaluation),
+        *judged_table(evaluation),
         "",
         *scoring_lines(profile.evaluate, profile.benchmarks),
-        *(["", PAPER_NOTE] if base_id in PAPER_RESULTS else []),
+        *(["", PAPER_NOTE] if any("paper" in row for row in evaluation.values()) else []),
         "",
         "Per category:",
         "",

@@ -40,7 +40,8 @@ def shares_text(shares: dict[str, float]) -> str:
 
 def console_table(evaluation: dict) -> str:
     """Base against trained accuracy (%) per benchmark, and each model's answers by letter (share of questions); the
-    paper's base and trained numbers beside them where the report has them (its base model is the paper's)."""
+    paper's base and trained numbers beside them where the report has them (its base model is the paper's); under
+    it, each judged benchmark's judge-free numbers, the agreement and its judge."""
     with_paper = any("paper" in row for row in evaluation.values())
     paper_header = f" {'paper base':>10} {'paper':>6}" if with_paper else ""
     lines = [f"{'benchmark':<24} {'base':>6} {'trained':>8} {'delta':>7}{paper_header}   answers: base | trained"]
@@ -51,6 +52,15 @@ def console_table(evaluation: dict) -> str:
             f"{name:<24} {100 * row['base']:>6.1f} {100 * row['trained']:>8.1f} {100 * row['delta']:>+7.1f}{paper}   "
             f"{shares_text(row.get('base_answer_shares', {}))} | {shares_text(row.get('trained_answer_shares', {}))}"
         )
+    for name, row in evaluation.items():  # a judged benchmark: a rule's number beside the judge's, and its judge
+        if "judge" in row:
+            judge = row["judge"]
+            lines.append(
+                f"{name}: judge-free {100 * row['base_judge_free']:.1f} -> {100 * row['trained_judge_free']:.1f}, judge "
+                f"and rule agree on {100 * row['base_judge_agreement']:.0f}% | {100 * row['trained_judge_agreement']:.0f}%, "
+                f"{row['base_judge_failures'] + row['trained_judge_failures']} judge call(s) failed; judge "
+                f"{judge['model']} at {judge['host']} ({judge['prompt']})"
+            )
     return "\n".join(lines)
 
 

@@ -49,8 +49,12 @@ def test_paper_profile_is_the_published_command():
     assert t.reward_funcs == ["external_format", "external_bbox_acc", "extern_vqa_acc"]
     assert t.log_completions is True
     assert p.base_model.repo_id == "Qwen/Qwen2.5-VL-3B-Instruct"
-    # The paper's eight but the three only an LLM judge scores (issue 32): MMMU on its validation split.
-    assert [s.name for s in p.benchmarks.items] == ["MMBench_DEV_EN", "MMStar", "MMMU_DEV_VAL", "OlympiadBench", "WeMath"]
+    # The paper's eight (issue 32): MMMU on its validation split, the judged three with VLMEvalKit's default judge.
+    assert [s.name for s in p.benchmarks.items] == ["MMBench_DEV_EN", "MMStar", "MMMU_DEV_VAL", "OlympiadBench", "WeMath",
+                                                    "MathVista_MINI", "MathVision", "MathVerse_MINI"]  # fmt: skip
+    assert [s.name for s in p.benchmarks.items if s.judged] == ["MathVista_MINI", "MathVision", "MathVerse_MINI"]
+    judge = p.evaluate.judge
+    assert (judge.model, judge.url_host, judge.key_env) == ("gpt-4o-mini-2024-07-18", "api.openai.com", "OPENAI_API_KEY")
 
 
 def test_official_script_variant_differs_where_the_script_does():

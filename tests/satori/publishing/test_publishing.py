@@ -28,24 +28,34 @@ def test_evaluation_table():
 
 
 def test_the_paper_s_numbers_stand_beside_ours_for_its_base_model_only():
-    evaluation = {
-        "MMBench_DEV_EN": {"base": 0.6, "trained": 0.75, "delta": 0.15},
-        "MMStar": {"base": 0.5, "trained": 0.55, "delta": 0.05},
-        "MathVista_MINI": {"base": 0.4, "trained": 0.4, "delta": 0.0},
-        "MMBench_DEV_EN_V11": {"base": 0.4, "trained": 0.5, "delta": 0.1},
-    }
-    table = publish.evaluation_table(evaluation, "Qwen/Qwen2.5-VL-3B-Instruct").splitlines()
+    from satori.core.config import BenchmarksParams
+    from satori.evaluation.run import summarize
+    from satori.evaluation.scoring import PAPER_RESULTS
+
+    accuracies = {"MMBench_DEV_EN": (0.6, 0.75), "MMStar": (0.5, 0.55), "MathVista_MINI": (0.4, 0.4),
+                  "MMBench_DEV_EN_V11": (0.4, 0.5), "SatoriTiny_MathVerse": (0.25, 0.5)}  # fmt: skip
+    kinds = {"SatoriTiny_MathVerse": {"kind": "synthetic_mathverse", "questions": 4}}
+    benchmarks = BenchmarksParams(items=[{"name": n, **kinds.get(n, {"kind": "official"})} for n in accuracies])
+    result = lambda acc: {"accuracy": acc, "categories": {}, "answer_shares": {}, "answer_tag_rate": 1.0,  # noqa: E731
+                          "mean_completion_tokens": 1.0, "judge_free_accuracy": acc, "judge_agreement": 1.0,
+                          "judge_failures": 0, "judge": {"model": "m", "host": "h", "prompt": "p"}}  # fmt: skip
+    scores = {label: {n: result(a[i]) for n, a in accuracies.items()} for i, label in enumerate(("base", "trained"))}
+    evaluation = summarize(scores, benchmarks, PAPER_RESULTS["Qwen/Qwen2.5-VL-3B-Instruct"])
+    table = publish.evaluation_table(evaluation).splitlines()
     assert table[0] == "| Benchmark | Base | Trained | Δ | Paper: base | Paper: SATORI | Trained − paper |"
-    # The SATORI-R1 project page: Qwen2.5-VL-3B MMBench 60.8 / MMStar 56.3 / MathVista 61.2; SATORI-3B 76.9 / 56.7 /
-    # 67.4; the v1.1 MMBench questions are not in the paper.
+    # The SATORI-R1 project page: Qwen2.5-VL-3B MMBench 60.8 / MMStar 56.3 / MathVista 61.2 / MathVerse 47.6;
+    # SATORI-3B 76.9 / 56.7 / 67.4 / 39.8; the v1.1 MMBench questions are not in the paper. A stand-in has the row
+    # of the benchmark whose layout and scoring it rehearses.
     assert table[2:] == [
         "| MMBench_DEV_EN | 60.0 | 75.0 | +15.0 | 60.8 | 76.9 | -1.9 |",
         "| MMStar | 50.0 | 55.0 | +5.0 | 56.3 | 56.7 | -1.7 |",
         "| MathVista_MINI | 40.0 | 40.0 | +0.0 | 61.2 | 67.4 | -27.4 |",
         "| MMBench_DEV_EN_V11 | 40.0 | 50.0 | +10.0 | - | - | - |",
+        "| SatoriTiny_MathVerse | 25.0 | 50.0 | +25.0 | 47.6 | 39.8 | +10.2 |",
     ]
-    assert "Paper" not in publish.evaluation_table(evaluation, "tiny-qwen2.5-vl")  # another base model: ours alone
-    assert "Paper" not in publish.evaluation_table(EVALUATION, "Qwen/Qwen2.5-VL-3B-Instruct")  # benchmarks it lacks
+    # Another base model (the evaluate stage passes no paper table): ours alone.
+    assert "Paper" not in publish.evaluation_table(summarize(scores, benchmarks, {}))
+    assert "Paper" not in publish.evaluation_table(EVALUATION)  # benchmarks it lacks
 
 
 def test_model_card_names_model_data_code_and_rewards():
@@ -338,7 +348,7 @@ def test_hostile_names_stay_text_in_the_card_and_cannot_change_the_snippet_s_cod
 
     hostile = '<script>alert(1)</script> | forged | 1 |\n# Injected heading [link](javascript:alert(1)) `code`'
     evaluation = {hostile: {"base": 0.5, "trained": 0.75, "delta": 0.25, "categories": {hostile: {"base": 0.5, "trained": 0.75, "delta": 0.25}}}}
-    for table in (publish.evaluation_table(evaluation, "tiny"), publish.category_table(evaluation)):
+    for table in (publish.evaluation_table(evaluation), publish.category_table(evaluation)):
         assert "<script>" not in table and "\n#" not in table and "](javascript" not in table
         header, _, *rows = table.splitlines()
         assert len(rows) == 1  # no forged row
