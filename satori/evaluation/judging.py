@@ -34,8 +34,8 @@ JUDGE_MODULES = {"MathVista": "mathvista", "MathVision": "mathv", "MathVerse": "
 REDACTED = "<judge key>"
 JUDGE_FREE_RULE = (
     "judge-free: the <answer> text against the reference (MathVista's answer_option for its multiple-choice rows): "
-    "an option letter must equal it; anything else equal as math-verify {version} reads both (LaTeX or an "
-    "expression, equivalence by sympy)"
+    "an option letter must equal it (brackets and a closing stop aside); anything else equal as text, case aside, or "
+    "as math-verify {version} reads both (LaTeX or an expression, equivalence by sympy)"
 )
 
 
@@ -232,6 +232,7 @@ def judge_free_correct(prediction: str, reference: str) -> bool:
 
 
 def judge_free_rule() -> str:
+    """JUDGE_FREE_RULE with the installed math-verify's version."""
     return JUDGE_FREE_RULE.format(version=metadata.version("math-verify"))
 
 
