@@ -133,23 +133,29 @@ def judged_scores(dataset, pred_file: str, scored_as: str, judge: JudgeParams) -
         except AssertionError as err:  # VLMEvalKit's `assert model.working()`: no answer to `hello`
             raise JudgeUnavailable(f"{scored_as}: the judge {judge.model} at {judge.url_host} did not answer "
                                    f"VLMEvalKit's check ({str(err).splitlines()[0]})") from None  # fmt: skip
-    verdicts = judge_verdicts(family, pred_file)
+    judged = judge_file(family, pred_file)
+    verdicts = judge_verdicts(family, judged)
     accuracy, parts = judged_table(family, table, verdicts)
-    rule = [judge_free_correct(prediction, reference) for prediction, reference in judge_free_pairs(family, pred_file)]
+    rule = [judge_free_correct(prediction, reference) for prediction, reference in judge_free_pairs(family, judged)]
     agreement = sum(a == b for a, b in zip(verdicts, rule)) / max(1, len(rule))
     extra = {"judge_free_accuracy": sum(rule) / max(1, len(rule)), "judge_agreement": agreement,
-             "judge_failures": judge_failures(family, pred_file), "judge": judge_record(judge, scored_as)}  # fmt: skip
+             "judge_failures": judge_failures(family, judged), "judge": judge_record(judge, scored_as)}  # fmt: skip
     return accuracy, parts, extra
 
 
-def judge_failures(family: str, pred_file: str) -> int:
+def judge_file(family: str, pred_file: str):
+    """The table VLMEvalKit's judged evaluate() wrote beside the predictions: every column of the prediction file
+    and the judge's work per question (MathVerse: its score file, which keeps the extraction's columns too), in the
+    prediction file's order."""
+    *_, intermediate, load = import_judged_helpers()
+    return load(intermediate(pred_file, f"_{JUDGE_FILE_NAME}{'_score' if family == 'MathVerse' else ''}"))
+
+
+def judge_failures(family: str, judged) -> int:
     """Questions the judge gave no answer on after every retry (VLMEvalKit then counts them wrong): its log says
     'All 5 retries failed.'"""
-    *_, intermediate, load = import_judged_helpers()
-    suffix, column = ("_score", "log_score") if family == "MathVerse" else ("", "log")
-    data = load(intermediate(pred_file, f"_{JUDGE_FILE_NAME}{suffix}"))
-    logs = [*data[column]] + ([*data["log_extract"]] if family == "MathVerse" else [])
-    return sum("retries failed" in str(log) for log in logs)
+    columns = ("log_extract", "log_score") if family == "MathVerse" else ("log",)
+    return sum("retries failed" in str(log) for column in columns for log in judged[column])
 
 
 def import_judged_helpers():
@@ -170,16 +176,14 @@ def import_judged_helpers():
     return mathvista, mathv, mathverse, get_intermediate_file_path, load
 
 
-def judge_verdicts(family: str, pred_file: str) -> list[bool]:
-    """The judge's verdict on each question, in the prediction file's order, from the file VLMEvalKit's evaluate()
-    wrote, by its own post-check (MathVista, MATH-Vision) or its judge's score (MathVerse)."""
-    mathvista, mathv, _, intermediate, load = import_judged_helpers()
+def judge_verdicts(family: str, judged) -> list[bool]:
+    """The judge's verdict on each question of judge_file's table, by VLMEvalKit's own post-check (MathVista,
+    MATH-Vision) or its judge's score (MathVerse)."""
     if family == "MathVerse":
-        data = load(intermediate(pred_file, f"_{JUDGE_FILE_NAME}_score"))
-        return [bool(score) for score in data["score"]]
-    data = load(intermediate(pred_file, f"_{JUDGE_FILE_NAME}"))
+        return [bool(score) for score in judged["score"]]
+    mathvista, mathv, *_ = import_judged_helpers()
     post_check = mathvista.post_check if family == "MathVista" else mathv.post_check
-    return [bool(post_check(data.iloc[i], prefetch=False)) for i in range(len(data))]
+    return [bool(post_check(judged.iloc[i], prefetch=False)) for i in range(len(judged))]
 
 
 def judged_table(family: str, table, verdicts: list[bool]) -> tuple[float, dict[str, float]]:
@@ -194,13 +198,11 @@ def judged_table(family: str, table, verdicts: list[bool]) -> tuple[float, dict[
     return rows.pop("Overall"), dict(sorted(rows.items()))
 
 
-def judge_free_pairs(family: str, pred_file: str) -> list[tuple[str, str]]:
-    """(prediction, reference) per question in the prediction file's order: MathVista's multiple-choice rows are
-    referenced by their option letter (answer_option), as its post-check does."""
-    *_, load = import_judged_helpers()
-    data = load(pred_file)
+def judge_free_pairs(family: str, judged) -> list[tuple[str, str]]:
+    """(prediction, reference) per question of judge_file's table: MathVista's multiple-choice rows are referenced
+    by their option letter (answer_option), as its post-check does."""
     pairs = []
-    for _, row in data.iterrows():
+    for _, row in judged.iterrows():
         reference = row["answer"]
         if family == "MathVista" and row.get("question_type") == "multi_choice":
             reference = row["answer_option"]

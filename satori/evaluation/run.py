@@ -101,7 +101,7 @@ def evaluate_variant(
     work_dir: Path,
     rank: int,
     world: int,
-    to_judge: list[tuple] | None = None,
+    to_judge: list[tuple],
 ) -> dict[str, Any]:
     """Answer every benchmark with one adapter; rank 0 returns scores (other ranks an empty dict). A judged
     benchmark is scored later (judge_pending): on rank 0 its (label, spec, dataset, predictions) go to to_judge."""

@@ -21,7 +21,7 @@ import yaml
 from satori.core.config import PARAMS_FILE, Profile, PublishParams, read_params
 from satori.core.prompt import SATORI_INSTRUCTION, mcq_question
 from satori.core.reward_registry import REWARD_LABELS
-from satori.evaluation.scoring import PAPER_RESULTS, benchmark_rules, scoring_rules
+from satori.evaluation.scoring import benchmark_rules, scoring_rules
 from satori.core.files import SOURCE_FILE
 from satori.core.lineage import code_revision
 
