@@ -285,13 +285,18 @@ def limitations(profile_name: str, profile: Profile, parameters: int) -> list[st
     lines = ["## Intended use and limitations", ""]
     if profile.base_model.source != "hub":
         task = profile.download.synthetic.task
+        taught = {
+            "color_cue": ("coloured shapes, where the colour of the one large shape decides the answer among red, "
+                          "green, blue and yellow", "those four colours"),
+            "shapes": ("two or three coloured shapes, asked their colours, kinds and count", "those scenes"),
+        }[task]  # fmt: skip
         lines += [
             f"This is the embedded default of satori-pipeline (profile `{profile_name}`): a tiny Qwen2.5-VL of "
             f"{parameters:,} parameters built and warmed up by the pipeline itself, then trained with SATORI's "
-            f"GRPO on {profile.download.synthetic.rows} synthetic images (task `{task}`: coloured shapes, where "
-            "the colour of the one large shape decides the answer among red, green, blue and yellow). It knows "
-            "those four colours and the SATORI answer format, nothing else: it is a test fixture that runs the "
-            "pipeline's real code paths on a CPU, not a model to use. Its scores are on synthetic benchmarks.",
+            f"GRPO on {profile.download.synthetic.rows} synthetic images (task `{task}`: {taught[0]}). It was "
+            f"taught {taught[1]} and the SATORI answer format, nothing else (the evaluation above says how well it "
+            "answers): it is a test fixture that runs the pipeline's real code paths on a CPU, not a model to use. "
+            "Its scores are on synthetic benchmarks.",
             "",
         ]
     else:

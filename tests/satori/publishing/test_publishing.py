@@ -149,6 +149,18 @@ def test_the_folder_holds_the_exported_model_and_only_the_active_profile(tmp_pat
     assert "red, green, blue and yellow" in limits and "not a model to use" in limits
 
 
+def test_the_embedded_card_says_what_its_own_task_taught():
+    from satori.publishing.card import limitations
+
+    name, profile = load_profile(PARAMS, name="tiny")
+    synthetic = profile.download.synthetic.model_copy(update={"task": "shapes"})
+    shapes = profile.model_copy(update={"download": profile.download.model_copy(update={"synthetic": synthetic})})
+    cue_text, shapes_text = ("\n".join(limitations(name, p, 25)) for p in (profile, shapes))
+    assert "task `color_cue`" in cue_text and "taught those four colours" in cue_text
+    assert "task `shapes`" in shapes_text and "colours, kinds and count" in shapes_text
+    assert "red, green, blue and yellow" not in shapes_text
+
+
 def argmax_answer(model_dir, steps: int = 16) -> list[int]:
     """The model's greedy answer to check_reloads' question, by hand: one full forward pass per token, the
     argmax appended, until an end-of-turn token (no generate(), no KV cache)."""
